@@ -1,0 +1,98 @@
+/*
+ * ubtrfs.h — the public API of libubtrfs: btrfs in userspace, as a library.
+ *
+ * Conventions:
+ *  - Every call returns 0 (or a byte count for ssize_t calls) on success and a negative errno on
+ *    failure. -EUCLEAN means the image is corrupt where the call looked; -EIO a device error or a
+ *    data checksum mismatch; ubt_strerror() names both.
+ *  - Inode numbers (ubt_ino) are the library's own handles, as FUSE's low-level API uses them:
+ *    UBT_ROOT_INO is the root of the mounted subvolume; each inode of each subvolume has one
+ *    number, unique across subvolumes. `struct stat.st_ino` reports btrfs's inode number, made
+ *    unique across subvolumes (the subvolume's index in the high 16 bits; 0 for the mounted one).
+ *  - All calls are thread-safe on one ubt_fs; a ubt_file may be used from several threads.
+ */
+#ifndef UBTRFS_H
+#define UBTRFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UBT_VERSION "0.1.0"
+
+typedef struct ubt_fs ubt_fs;
+typedef struct ubt_file ubt_file;
+typedef uint64_t ubt_ino;
+
+#define UBT_ROOT_INO 1
+
+/* Mount flags. */
+#define UBT_MOUNT_RDONLY (1u << 0)     /* read-only: nothing is ever written to the image */
+#define UBT_MOUNT_NOLOGREPLAY (1u << 1) /* ignore a log tree (data fsync'd after the last commit) */
+
+/*
+ * Mount options. Zeroed means defaults; the caller owns the struct and may free it after
+ * ubt_mount() returns.
+ */
+struct ubt_mount_opts {
+	unsigned flags;        /* UBT_MOUNT_* */
+	const char *subvol;    /* path of the subvolume to mount, from the top level; NULL = default */
+	uint64_t subvolid;     /* id of the subvolume to mount; 0 = default (or @subvol) */
+	size_t cache_bytes;    /* metadata cache limit in bytes; 0 = 64 MiB */
+};
+
+/* Mount the btrfs image or block device at @path. On success *@out owns the open device. */
+int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out);
+/* Unmount: wait for everything under way, release the device. @fs is freed even on error. */
+int ubt_unmount(ubt_fs *fs);
+
+/* A message for a (negative) error code this library returned. */
+const char *ubt_strerror(int err);
+
+/* Look up @name in directory @parent; fills @st (st_ino as described above) and *@ino. */
+int ubt_lookup(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino *ino, struct stat *st);
+/* Resolve an absolute path inside the mount ("/" is UBT_ROOT_INO); symlinks are not followed. */
+int ubt_resolve(ubt_fs *fs, const char *path, ubt_ino *ino, struct stat *st);
+int ubt_getattr(ubt_fs *fs, ubt_ino ino, struct stat *st);
+
+/*
+ * Directory listing. @filler gets each entry ("." and ".." included) with the offset to pass to
+ * ubt_readdir to resume after it; a non-zero return from @filler stops the listing (and is not an
+ * error). Entries come in btrfs's DIR_INDEX order.
+ */
+typedef int (*ubt_filldir_t)(void *ctx, const char *name, size_t name_len, ubt_ino ino,
+			     unsigned d_type, uint64_t next_off);
+int ubt_readdir(ubt_fs *fs, ubt_ino dir, uint64_t off, ubt_filldir_t filler, void *ctx);
+
+/* Symlink target into @buf (not NUL-terminated); returns its length, -ERANGE if @size is short. */
+ssize_t ubt_readlink(ubt_fs *fs, ubt_ino ino, char *buf, size_t size);
+
+/* Extended attributes, with getxattr(2)/listxattr(2) semantics (size 0 asks for the length). */
+ssize_t ubt_getxattr(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_t size);
+ssize_t ubt_listxattr(ubt_fs *fs, ubt_ino ino, char *buf, size_t size);
+
+/* Open a regular file. The handle stays valid until ubt_close(). */
+int ubt_open(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out);
+/* Read up to @size bytes at @off; returns the bytes read (0 at end of file). */
+ssize_t ubt_pread(ubt_file *f, void *buf, size_t size, uint64_t off);
+int ubt_close(ubt_file *f);
+
+/* Filesystem statistics (f_bsize = sectorsize, blocks from the device and block group usage). */
+int ubt_statfs(ubt_fs *fs, struct statvfs *st);
+
+/* Drop a reference the caller no longer needs on @ino (FUSE forget); nlookup references. */
+void ubt_forget(ubt_fs *fs, ubt_ino ino, uint64_t nlookup);
+
+/* Library log: 0 error, 1 warning (default), 2 info, 3 debug. */
+void ubt_set_log_level(int level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
