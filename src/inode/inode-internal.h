@@ -1,0 +1,33 @@
+/*
+ * inode-internal.h — helpers shared by the files of src/inode/ (not part of the layer's API):
+ * the corruption report and the parser of packed btrfs_dir_item runs (DIR_ITEM, DIR_INDEX and
+ * XATTR_ITEM items all use it).
+ */
+#ifndef UBT_INODE_INODE_INTERNAL_H
+#define UBT_INODE_INODE_INTERNAL_H
+
+#include "inode.h"
+
+/* Log an -EUCLEAN finding about item @key of inode @ino in @root (key may be NULL). */
+void ubt_inode_corrupt(const struct ubt_root *root, u64 ino, const struct ubt_key *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* One entry of a DIR_ITEM / DIR_INDEX / XATTR_ITEM item. Pointers borrow the leaf. */
+struct ubt_dir_entry {
+	struct ubt_key location;
+	const char *name;
+	u16 name_len;
+	const u8 *data; /* xattr value */
+	u16 data_len;
+	u8 type;
+};
+
+/*
+ * Parse the entry at *@cursor of an item of @item_size bytes at @item and advance the cursor.
+ * Returns 0 with @ent filled, 1 when the cursor is at the end, -EUCLEAN (logged against @root,
+ * @ino, @key) when an entry overruns the item or has a zero or over-long name.
+ */
+int ubt_dir_entry_next(const struct ubt_root *root, u64 ino, const struct ubt_key *key, const u8 *item,
+		       u32 item_size, u32 *cursor, struct ubt_dir_entry *ent);
+
+#endif
