@@ -11,9 +11,9 @@
 
 #include "../util/compat.h"
 
-typedef u16 __le16;
-typedef u32 __le32;
-typedef u64 __le64;
+typedef u16 ule16;
+typedef u32 ule32;
+typedef u64 ule64;
 
 #define BTRFS_MAGIC 0x4D5F53665248425FULL /* "_BHRfS_M" */
 #define BTRFS_SUPER_INFO_OFFSET 65536ULL
@@ -212,22 +212,22 @@ static inline u64 btrfs_sb_offset(int mirror)
 #define BTRFS_DEV_ITEM_SIZE 98
 
 struct btrfs_disk_key {
-	__le64 objectid;
+	ule64 objectid;
 	u8 type;
-	__le64 offset;
+	ule64 offset;
 } __attribute__((packed));
 
 struct btrfs_dev_item {
-	__le64 devid;
-	__le64 total_bytes;
-	__le64 bytes_used;
-	__le32 io_align;
-	__le32 io_width;
-	__le32 sector_size;
-	__le64 type;
-	__le64 generation;
-	__le64 start_offset;
-	__le32 dev_group;
+	ule64 devid;
+	ule64 total_bytes;
+	ule64 bytes_used;
+	ule32 io_align;
+	ule32 io_width;
+	ule32 sector_size;
+	ule64 type;
+	ule64 generation;
+	ule64 start_offset;
+	ule32 dev_group;
 	u8 seek_speed;
 	u8 bandwidth;
 	u8 uuid[BTRFS_UUID_SIZE];
@@ -235,22 +235,22 @@ struct btrfs_dev_item {
 } __attribute__((packed));
 
 struct btrfs_root_backup {
-	__le64 tree_root;
-	__le64 tree_root_gen;
-	__le64 chunk_root;
-	__le64 chunk_root_gen;
-	__le64 extent_root;
-	__le64 extent_root_gen;
-	__le64 fs_root;
-	__le64 fs_root_gen;
-	__le64 dev_root;
-	__le64 dev_root_gen;
-	__le64 csum_root;
-	__le64 csum_root_gen;
-	__le64 total_bytes;
-	__le64 bytes_used;
-	__le64 num_devices;
-	__le64 unused_64[4];
+	ule64 tree_root;
+	ule64 tree_root_gen;
+	ule64 chunk_root;
+	ule64 chunk_root_gen;
+	ule64 extent_root;
+	ule64 extent_root_gen;
+	ule64 fs_root;
+	ule64 fs_root_gen;
+	ule64 dev_root;
+	ule64 dev_root_gen;
+	ule64 csum_root;
+	ule64 csum_root_gen;
+	ule64 total_bytes;
+	ule64 bytes_used;
+	ule64 num_devices;
+	ule64 unused_64[4];
 	u8 tree_root_level;
 	u8 chunk_root_level;
 	u8 extent_root_level;
@@ -263,38 +263,38 @@ struct btrfs_root_backup {
 struct btrfs_super_block {
 	u8 csum[BTRFS_CSUM_SIZE];
 	u8 fsid[BTRFS_FSID_SIZE];
-	__le64 bytenr;
-	__le64 flags;
-	__le64 magic;
-	__le64 generation;
-	__le64 root;
-	__le64 chunk_root;
-	__le64 log_root;
-	__le64 unused_log_root_transid;
-	__le64 total_bytes;
-	__le64 bytes_used;
-	__le64 root_dir_objectid;
-	__le64 num_devices;
-	__le32 sectorsize;
-	__le32 nodesize;
-	__le32 unused_leafsize;
-	__le32 stripesize;
-	__le32 sys_chunk_array_size;
-	__le64 chunk_root_generation;
-	__le64 compat_flags;
-	__le64 compat_ro_flags;
-	__le64 incompat_flags;
-	__le16 csum_type;
+	ule64 bytenr;
+	ule64 flags;
+	ule64 magic;
+	ule64 generation;
+	ule64 root;
+	ule64 chunk_root;
+	ule64 log_root;
+	ule64 unused_log_root_transid;
+	ule64 total_bytes;
+	ule64 bytes_used;
+	ule64 root_dir_objectid;
+	ule64 num_devices;
+	ule32 sectorsize;
+	ule32 nodesize;
+	ule32 unused_leafsize;
+	ule32 stripesize;
+	ule32 sys_chunk_array_size;
+	ule64 chunk_root_generation;
+	ule64 compat_flags;
+	ule64 compat_ro_flags;
+	ule64 incompat_flags;
+	ule16 csum_type;
 	u8 root_level;
 	u8 chunk_root_level;
 	u8 log_root_level;
 	struct btrfs_dev_item dev_item;
 	char label[BTRFS_LABEL_SIZE];
-	__le64 cache_generation;
-	__le64 uuid_tree_generation;
+	ule64 cache_generation;
+	ule64 uuid_tree_generation;
 	u8 metadata_uuid[BTRFS_FSID_SIZE];
-	__le64 nr_global_roots;
-	__le64 reserved[27];
+	ule64 nr_global_roots;
+	ule64 reserved[27];
 	u8 sys_chunk_array[BTRFS_SYSTEM_CHUNK_ARRAY_SIZE];
 	struct btrfs_root_backup super_roots[BTRFS_NUM_BACKUP_ROOTS];
 	u8 padding[565];
@@ -303,43 +303,43 @@ struct btrfs_super_block {
 struct btrfs_header {
 	u8 csum[BTRFS_CSUM_SIZE];
 	u8 fsid[BTRFS_FSID_SIZE];
-	__le64 bytenr;
-	__le64 flags;
+	ule64 bytenr;
+	ule64 flags;
 	u8 chunk_tree_uuid[BTRFS_UUID_SIZE];
-	__le64 generation;
-	__le64 owner;
-	__le32 nritems;
+	ule64 generation;
+	ule64 owner;
+	ule32 nritems;
 	u8 level;
 } __attribute__((packed));
 
 struct btrfs_item {
 	struct btrfs_disk_key key;
-	__le32 offset; /* of the item data, from the end of the header */
-	__le32 size;
+	ule32 offset; /* of the item data, from the end of the header */
+	ule32 size;
 } __attribute__((packed));
 
 struct btrfs_key_ptr {
 	struct btrfs_disk_key key;
-	__le64 blockptr;
-	__le64 generation;
+	ule64 blockptr;
+	ule64 generation;
 } __attribute__((packed));
 
 struct btrfs_stripe {
-	__le64 devid;
-	__le64 offset;
+	ule64 devid;
+	ule64 offset;
 	u8 dev_uuid[BTRFS_UUID_SIZE];
 } __attribute__((packed));
 
 struct btrfs_chunk {
-	__le64 length;
-	__le64 owner;
-	__le64 stripe_len;
-	__le64 type;
-	__le32 io_align;
-	__le32 io_width;
-	__le32 sector_size;
-	__le16 num_stripes;
-	__le16 sub_stripes;
+	ule64 length;
+	ule64 owner;
+	ule64 stripe_len;
+	ule64 type;
+	ule32 io_align;
+	ule32 io_width;
+	ule32 sector_size;
+	ule16 num_stripes;
+	ule16 sub_stripes;
 	struct btrfs_stripe stripe; /* first of num_stripes */
 } __attribute__((packed));
 
@@ -349,24 +349,24 @@ static inline size_t btrfs_chunk_item_size(int num_stripes)
 }
 
 struct btrfs_timespec {
-	__le64 sec;
-	__le32 nsec;
+	ule64 sec;
+	ule32 nsec;
 } __attribute__((packed));
 
 struct btrfs_inode_item {
-	__le64 generation;
-	__le64 transid;
-	__le64 size;
-	__le64 nbytes;
-	__le64 block_group;
-	__le32 nlink;
-	__le32 uid;
-	__le32 gid;
-	__le32 mode;
-	__le64 rdev;
-	__le64 flags;
-	__le64 sequence;
-	__le64 reserved[4];
+	ule64 generation;
+	ule64 transid;
+	ule64 size;
+	ule64 nbytes;
+	ule64 block_group;
+	ule32 nlink;
+	ule32 uid;
+	ule32 gid;
+	ule32 mode;
+	ule64 rdev;
+	ule64 flags;
+	ule64 sequence;
+	ule64 reserved[4];
 	struct btrfs_timespec atime;
 	struct btrfs_timespec ctime;
 	struct btrfs_timespec mtime;
@@ -374,100 +374,100 @@ struct btrfs_inode_item {
 } __attribute__((packed));
 
 struct btrfs_inode_ref {
-	__le64 index;
-	__le16 name_len;
+	ule64 index;
+	ule16 name_len;
 	/* name follows */
 } __attribute__((packed));
 
 struct btrfs_inode_extref {
-	__le64 parent_objectid;
-	__le64 index;
-	__le16 name_len;
+	ule64 parent_objectid;
+	ule64 index;
+	ule16 name_len;
 	/* name follows */
 } __attribute__((packed));
 
 struct btrfs_dir_item {
 	struct btrfs_disk_key location;
-	__le64 transid;
-	__le16 data_len;
-	__le16 name_len;
+	ule64 transid;
+	ule16 data_len;
+	ule16 name_len;
 	u8 type;
 	/* name, then data (xattr value) follow */
 } __attribute__((packed));
 
 struct btrfs_root_item {
 	struct btrfs_inode_item inode;
-	__le64 generation;
-	__le64 root_dirid;
-	__le64 bytenr;
-	__le64 byte_limit;
-	__le64 bytes_used;
-	__le64 last_snapshot;
-	__le64 flags;
-	__le32 refs;
+	ule64 generation;
+	ule64 root_dirid;
+	ule64 bytenr;
+	ule64 byte_limit;
+	ule64 bytes_used;
+	ule64 last_snapshot;
+	ule64 flags;
+	ule32 refs;
 	struct btrfs_disk_key drop_progress;
 	u8 drop_level;
 	u8 level;
 	/* v2 fields: valid when generation_v2 == generation */
-	__le64 generation_v2;
+	ule64 generation_v2;
 	u8 uuid[BTRFS_UUID_SIZE];
 	u8 parent_uuid[BTRFS_UUID_SIZE];
 	u8 received_uuid[BTRFS_UUID_SIZE];
-	__le64 ctransid;
-	__le64 otransid;
-	__le64 stransid;
-	__le64 rtransid;
+	ule64 ctransid;
+	ule64 otransid;
+	ule64 stransid;
+	ule64 rtransid;
 	struct btrfs_timespec ctime;
 	struct btrfs_timespec otime;
 	struct btrfs_timespec stime;
 	struct btrfs_timespec rtime;
-	__le64 global_tree_id;
-	__le64 reserved[7];
+	ule64 global_tree_id;
+	ule64 reserved[7];
 } __attribute__((packed));
 
 /* The part of a root item every version has (older images stop after `level`). */
 #define BTRFS_ROOT_ITEM_V1_SIZE offsetof(struct btrfs_root_item, generation_v2)
 
 struct btrfs_root_ref {
-	__le64 dirid;
-	__le64 sequence;
-	__le16 name_len;
+	ule64 dirid;
+	ule64 sequence;
+	ule16 name_len;
 	/* name follows */
 } __attribute__((packed));
 
 struct btrfs_file_extent_item {
-	__le64 generation;
-	__le64 ram_bytes;
+	ule64 generation;
+	ule64 ram_bytes;
 	u8 compression;
 	u8 encryption;
-	__le16 other_encoding;
+	ule16 other_encoding;
 	u8 type;
 	/* inline data starts here for BTRFS_FILE_EXTENT_INLINE */
-	__le64 disk_bytenr;
-	__le64 disk_num_bytes;
-	__le64 offset;
-	__le64 num_bytes;
+	ule64 disk_bytenr;
+	ule64 disk_num_bytes;
+	ule64 offset;
+	ule64 num_bytes;
 } __attribute__((packed));
 
 #define BTRFS_FILE_EXTENT_INLINE_DATA_START offsetof(struct btrfs_file_extent_item, disk_bytenr)
 
 struct btrfs_block_group_item {
-	__le64 used;
-	__le64 chunk_objectid;
-	__le64 flags;
+	ule64 used;
+	ule64 chunk_objectid;
+	ule64 flags;
 } __attribute__((packed));
 
 struct btrfs_extent_item {
-	__le64 refs;
-	__le64 generation;
-	__le64 flags;
+	ule64 refs;
+	ule64 generation;
+	ule64 flags;
 } __attribute__((packed));
 
 struct btrfs_dev_extent {
-	__le64 chunk_tree;
-	__le64 chunk_objectid;
-	__le64 chunk_offset;
-	__le64 length;
+	ule64 chunk_tree;
+	ule64 chunk_objectid;
+	ule64 chunk_offset;
+	ule64 length;
 	u8 chunk_tree_uuid[BTRFS_UUID_SIZE];
 } __attribute__((packed));
 

@@ -1,0 +1,37 @@
+/*
+ * fs.h — the mounted filesystem behind the public API (struct ubt_fs): the open trees, the mounted
+ * subvolume, and the mapping between API inode numbers and (subvolume, objectid) pairs.
+ *
+ * Inode numbers: ino = (subvolume index << 48) | objectid, where the index is assigned per mount in
+ * the order subvolumes are first met (index 0 is the mounted subvolume); the mounted subvolume's
+ * root directory is UBT_ROOT_INO (1) instead. objectids never reach 2^48 in practice; one that does
+ * gives -EOVERFLOW. st_ino uses the same encoding without the root special case.
+ */
+#ifndef UBT_FS_FS_H
+#define UBT_FS_FS_H
+
+#include <ubtrfs.h>
+
+#include "../ctree/disk-io.h"
+
+#define UBT_INO_SUBVOL_SHIFT 48
+#define UBT_INO_OBJECTID_MASK ((1ULL << UBT_INO_SUBVOL_SHIFT) - 1)
+#define UBT_MAX_SUBVOLS (1u << 16)
+
+struct ubt_fs {
+	struct ubt_fs_info *fs_info;
+	bool rdonly;
+	pthread_mutex_t lock;     /* protects subvols */
+	struct ubt_root **subvols; /* index -> root; [0] is the mounted subvolume */
+	u32 nr_subvols, cap_subvols;
+};
+
+struct ubt_file {
+	ubt_fs *fs;
+	struct ubt_root *root;
+	u64 objectid;
+	int flags;
+	struct btrfs_inode_item inode;
+};
+
+#endif
