@@ -147,7 +147,10 @@ static void fill_empty_subvol_dir(ubt_fs *fs, struct ubt_root *root, u64 st_ino,
 	st->st_mode = S_IFDIR | 0755;
 	st->st_nlink = 1;
 	st->st_blksize = fs->fs_info->sectorsize;
-	st->st_mtim = st->st_ctim = st->st_atim = ubt_timespec(&root->root_item.inode.mtime);
+	/* Like btrfs, it has no inode on disk: its times are those of the moment it is looked at. */
+	clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+	st->st_ctim = st->st_atim = st->st_mtim;
+	(void)root;
 }
 
 static int getattr_(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat *st)
@@ -455,7 +458,11 @@ ssize_t ubt_readlink(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
 		return ret;
 	if (!S_ISLNK(st.st_mode))
 		return -EINVAL;
-	return ubt_symlink_read(root, objectid, buf, size);
+	ret = (int)ubt_symlink_read(root, objectid, buf, size);
+	/* The target is i_size bytes long (some writers store a trailing NUL after it). */
+	if (ret > st.st_size)
+		ret = (int)st.st_size;
+	return ret;
 }
 
 ssize_t ubt_getxattr(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_t size)
