@@ -1,0 +1,88 @@
+/*
+ * ubt_fuse.h — the FUSE adapter's internal interface: the per-mount context handed to libfuse as
+ * userdata, the low-level ops table, option parsing, the runtime pid records that let
+ * `ubtrfs umount` wait for a daemon, and the CLI entry points of `mount` and `umount`.
+ */
+#ifndef UBT_FUSE_UBT_FUSE_H
+#define UBT_FUSE_UBT_FUSE_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ubtrfs.h"
+
+/* Exit statuses of the CLI. */
+enum { UBTF_EXIT_OK = 0, UBTF_EXIT_FAIL = 1, UBTF_EXIT_USAGE = 2 };
+
+/* One mount: the libfuse userdata. Owned by the mount command; no globals. */
+struct ubtf_ctx {
+	ubt_fs *fs;             /* set before the session is mounted; NULL after destroy */
+	double entry_timeout;   /* seconds the kernel may cache a name -> inode */
+	double attr_timeout;    /* seconds the kernel may cache attributes */
+	double negative_timeout;/* seconds the kernel may cache a missing name */
+	bool rdonly;
+	bool debug;
+	int unmount_ret;        /* result of ubt_unmount() in destroy */
+};
+
+extern const struct fuse_lowlevel_ops ubtf_ops;
+
+/* Parsed `ubtrfs mount` command line. */
+struct ubtf_mount_args {
+	const char *image;      /* as given */
+	const char *mntpoint;   /* as given */
+	bool foreground;
+	bool debug;
+	bool ro;
+	bool rw;                /* "rw" given explicitly */
+	char *subvol;
+	uint64_t subvolid;
+	bool nologreplay;
+	size_t cache_bytes;
+	double entry_timeout;
+	double attr_timeout;
+	double negative_timeout;
+	double lock_timeout;    /* seconds to wait for a busy image */
+	unsigned max_threads;
+	bool have_fsname;
+	bool have_subtype;
+	char *fuse_opts;        /* comma-separated, escaped options passed on to libfuse */
+};
+
+/* Parse argv (argv[0] is "mount"). Prints the reason and returns -EINVAL on a usage error. */
+int ubtf_parse_mount_args(int argc, char **argv, struct ubtf_mount_args *a);
+void ubtf_mount_args_free(struct ubtf_mount_args *a);
+/* Parse a size with an optional k/m/g/t suffix (powers of 1024). */
+int ubtf_parse_size(const char *s, size_t *out);
+
+/* Runtime record of a daemon, keyed by the real path of its mountpoint. */
+struct ubtf_pidfile {
+	int fd;                 /* holds an exclusive flock for the daemon's lifetime */
+	char *path;
+};
+int ubtf_pidfile_create(const char *mnt_real, const char *image_real, struct ubtf_pidfile *pf);
+void ubtf_pidfile_remove(struct ubtf_pidfile *pf);
+/* Read the record for @mnt_real; -ENOENT when there is none. */
+int ubtf_pidfile_lookup(const char *mnt_real, pid_t *pid);
+/* Wait until the daemon recorded for @mnt_real released its record and exited; -ETIMEDOUT. */
+int ubtf_pidfile_wait(const char *mnt_real, pid_t pid, double timeout);
+
+/* Messages on stderr, prefixed "ubtrfs: ". */
+void ubtf_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Canonical path of a mountpoint, even when it is a stale (disconnected) FUSE mount. */
+char *ubtf_mnt_realpath(const char *dir, int *err);
+
+/* Subcommands. */
+int ubtf_cmd_mount(int argc, char **argv);
+int ubtf_cmd_umount(int argc, char **argv);
+void ubtf_mount_usage(FILE *out);
+void ubtf_umount_usage(FILE *out);
+
+#endif
