@@ -510,12 +510,17 @@ ssize_t ubt_symlink_read(struct ubt_root *root, u64 ino, char *buf, size_t size)
 	};
 	struct ubt_path path;
 	struct ubt_key key = { .objectid = ino, .type = BTRFS_EXTENT_DATA_KEY, .offset = 0 };
+	struct btrfs_inode_item ii;
 	struct file_extent fe;
 	const u8 *src;
 	size_t len;
 	ssize_t ret;
 
 	ubt_path_init(&path);
+	/* The target is i_size bytes long: some writers (older mkfs --rootdir) store a NUL after it. */
+	ret = ubt_inode_read(root, ino, &ii);
+	if (ret < 0)
+		goto out;
 	ret = ubt_search_slot(root, &key, &path);
 	if (ret > 0) {
 		ubt_inode_corrupt(root, ino, &key, "symlink without an inline extent at offset 0");
@@ -540,7 +545,7 @@ ssize_t ubt_symlink_read(struct ubt_root *root, u64 ino, char *buf, size_t size)
 			goto out;
 		src = ctx.ram;
 	}
-	len = (size_t)fe.ram_bytes;
+	len = (size_t)ubt_min(fe.ram_bytes, get_le64(&ii.size));
 	if (size < len) {
 		ret = -ERANGE;
 		goto out;
