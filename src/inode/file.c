@@ -184,10 +184,14 @@ static int read_verified(struct read_ctx *ctx, u64 logical, u8 *buf, size_t len,
 	int ret;
 
 	ret = ubt_read_logical(ctx->fs_info, logical, buf, len, 0);
-	if (ret == -EIO)
+	if (ret == -EIO) {
 		io_failed = true;
-	else if (ret < 0)
+	} else if (ret < 0) {
+		ubt_err("data read failed (%d): root %" PRIu64 " ino %" PRIu64 " file offset %" PRIu64
+			" logical %" PRIu64 " len %zu",
+			ret, ctx->root->objectid, ctx->ino, file_pos, logical, len);
 		return ret;
+	}
 	if (csummed) {
 		ret = ctx_csum_reserve(ctx, nr);
 		if (ret < 0)
