@@ -45,6 +45,9 @@ struct ubt_mount_opts {
 	const char *subvol;    /* path of the subvolume to mount, from the top level; NULL = default */
 	uint64_t subvolid;     /* id of the subvolume to mount; 0 = default (or @subvol) */
 	size_t cache_bytes;    /* metadata cache limit in bytes; 0 = 64 MiB */
+	unsigned commit_interval; /* seconds between automatic commits (read-write); 0 = 30 */
+	const char *compress;  /* "zlib", "lzo", "zstd[:level]" for new data; NULL = none */
+	unsigned long mount_flags_reserved;
 };
 
 /* Mount the btrfs image or block device at @path. On success *@out owns the open device. */
@@ -88,6 +91,58 @@ int ubt_statfs(ubt_fs *fs, struct statvfs *st);
 
 /* Drop a reference the caller no longer needs on @ino (FUSE forget); nlookup references. */
 void ubt_forget(ubt_fs *fs, ubt_ino ino, uint64_t nlookup);
+
+/*
+ * ---- Changing the filesystem (read-write mounts) ----
+ * Every call below returns -EROFS on a read-only mount or after a fatal write error. Changes
+ * are durable after ubt_sync(), ubt_fsync() or ubt_unmount() (and every commit_interval).
+ * Ownership: @uid/@gid are the creating user's (the FUSE adapter passes the caller's).
+ */
+
+/* Create a regular file, device node, fifo or socket (mknod(2)); -EEXIST if @name exists. */
+int ubt_mknod(ubt_fs *fs, ubt_ino parent, const char *name, mode_t mode, dev_t rdev, uid_t uid, gid_t gid,
+	      ubt_ino *ino, struct stat *st);
+int ubt_mkdir(ubt_fs *fs, ubt_ino parent, const char *name, mode_t mode, uid_t uid, gid_t gid, ubt_ino *ino,
+	      struct stat *st);
+int ubt_symlink(ubt_fs *fs, ubt_ino parent, const char *name, const char *target, uid_t uid, gid_t gid,
+		ubt_ino *ino, struct stat *st);
+/* New name @newname in @newparent for @ino (link(2)). */
+int ubt_link(ubt_fs *fs, ubt_ino ino, ubt_ino newparent, const char *newname, struct stat *st);
+/*
+ * Remove a name (unlink(2)). An inode whose last name goes while it is still open or looked up
+ * (ubt_open / ubt_lookup without ubt_forget) lives on until ubt_close/ubt_forget release it; a
+ * crash in between is cleaned up at the next read-write mount (orphan items).
+ */
+int ubt_unlink(ubt_fs *fs, ubt_ino parent, const char *name);
+int ubt_rmdir(ubt_fs *fs, ubt_ino parent, const char *name); /* -ENOTEMPTY */
+
+#define UBT_RENAME_NOREPLACE (1u << 0)
+#define UBT_RENAME_EXCHANGE (1u << 1)
+int ubt_rename(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino newparent, const char *newname,
+	       unsigned flags);
+
+/* setattr: which fields of @attr to apply. */
+#define UBT_SET_MODE (1u << 0)
+#define UBT_SET_UID (1u << 1)
+#define UBT_SET_GID (1u << 2)
+#define UBT_SET_SIZE (1u << 3)
+#define UBT_SET_ATIME (1u << 4)
+#define UBT_SET_MTIME (1u << 5)
+#define UBT_SET_CTIME (1u << 6)
+#define UBT_SET_ATIME_NOW (1u << 7)
+#define UBT_SET_MTIME_NOW (1u << 8)
+int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_set, struct stat *out);
+
+/* setxattr(2)/removexattr(2) semantics (XATTR_CREATE -> -EEXIST, XATTR_REPLACE -> -ENODATA). */
+int ubt_setxattr(ubt_fs *fs, ubt_ino ino, const char *name, const void *value, size_t size, int flags);
+int ubt_removexattr(ubt_fs *fs, ubt_ino ino, const char *name);
+
+/* Write @size bytes at @off (O_APPEND handles write at end); returns bytes written. */
+ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off);
+/* Make the file's data and metadata durable (@datasync: fdatasync semantics). */
+int ubt_fsync(ubt_file *f, int datasync);
+/* Commit everything (sync(2)). */
+int ubt_sync(ubt_fs *fs);
 
 /* Library log: 0 error, 1 warning (default), 2 info, 3 debug. */
 void ubt_set_log_level(int level);

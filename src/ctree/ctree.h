@@ -56,6 +56,8 @@ struct extent_buffer {
 	atomic_int refs;
 	struct extent_buffer *hash_next; /* cache bucket chain */
 	struct extent_buffer *lru_prev, *lru_next;
+	struct extent_buffer *dirty_next; /* fs_info->dirty_list link (holds a reference) */
+	bool dirty;         /* modified in the running transaction, not yet written */
 	u8 *data;           /* len bytes */
 };
 
@@ -98,6 +100,8 @@ struct ubt_root {
 	u64 generation;     /* of the root block */
 	u8 level;
 	bool has_root_item;
+	bool dirty;         /* root node moved in the running transaction: root item needs updating */
+	bool track_dirty;   /* root item lives in the root tree (not the root/chunk trees themselves) */
 	struct btrfs_root_item root_item; /* valid when has_root_item (zero-padded for v1 items) */
 	struct ubt_root *next; /* fs_info's list of loaded subvolume roots */
 };

@@ -54,6 +54,18 @@ struct ubt_fs_info {
 
 	pthread_mutex_t roots_lock; /* protects fs_roots */
 	struct ubt_root *fs_roots;  /* loaded subvolume roots */
+
+	/* Write side (ctree-write.h, transaction/, alloc/). */
+	pthread_rwlock_t tree_lock;  /* readers: searches; writer: the transaction holder. Outermost lock. */
+	const struct ubt_extent_ops *extent_ops; /* installed by alloc/ */
+	void *alloc_info;            /* alloc/'s private state (block groups, free space, delayed refs) */
+	struct ubt_root free_space_root; /* bytenr 0 if absent */
+	struct ubt_root block_group_root; /* bytenr 0 if absent */
+	struct ubt_root uuid_root;   /* bytenr 0 if absent */
+	u64 running_transid;         /* 0 when no transaction is running */
+	struct extent_buffer *dirty_list; /* blocks COWed/created in the running transaction */
+	size_t nr_dirty;
+	int fs_error;                /* sticky: after a failed commit the filesystem is read-only */
 };
 
 /*
