@@ -21,6 +21,8 @@ int ubt_csum(u16 type, const void *data, size_t len, u8 out[UBT_CSUM_MAX]);
 
 /* Raw CRC-32C (Castagnoli) update: no pre/post inversion. SSE4.2 when the CPU has it. */
 u32 ubt_crc32c(u32 seed, const void *data, size_t len);
+/* The same update computed with the portable table code only (tests compare it with ubt_crc32c). */
+u32 ubt_crc32c_sw(u32 seed, const void *data, size_t len);
 
 /* btrfs's directory/xattr name hash: raw crc32c seeded with ~1. */
 static inline u64 ubt_name_hash(const char *name, size_t len)
