@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -131,6 +132,30 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * Wait, silently, until the advisory lock the library takes on the image (shared for a
+ * read-only mount, exclusive otherwise) could be had, or until @deadline_ms has passed.
+ */
+static void wait_for_image_lock(const char *image, bool ro, unsigned *waited_ms,
+				unsigned limit_ms)
+{
+	int fd = open(image, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	while (*waited_ms < limit_ms) {
+		if (flock(fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) {
+			flock(fd, LOCK_UN);
+			break;
+		}
+		if (errno != EWOULDBLOCK)
+			break;
+		sleep_ms(50);
+		*waited_ms += 50;
+	}
+	close(fd);
+}
+
 /* ubt_mount, retrying while the image is locked (a previous daemon may still be exiting). */
 static int open_image(const char *image, const char *shown, const struct ubtf_mount_args *a,
 		      ubt_fs **fs)
@@ -142,27 +167,27 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 		.cache_bytes = a->cache_bytes,
 	};
 	unsigned waited_ms = 0, limit_ms = (unsigned)(a->lock_timeout * 1000.0);
-	bool told = false;
 	int ret;
 
 	for (;;) {
 		ret = ubt_mount(image, &mo, fs);
 		if (ret != -EBUSY || waited_ms >= limit_ms)
 			break;
-		if (!told && waited_ms >= 1000) {
-			ubtf_err("%s is in use; waiting up to %.0f s for it to be released", shown,
+		if (waited_ms == 0 && limit_ms)
+			ubtf_err("%s is in use; waiting up to %g s for it to be released", shown,
 				 a->lock_timeout);
-			told = true;
-		}
-		sleep_ms(100);
-		waited_ms += 100;
+		wait_for_image_lock(image, a->ro, &waited_ms, limit_ms);
+		sleep_ms(20);
+		waited_ms += 20;
 	}
 	if (ret == -EBUSY)
 		ubtf_err("cannot mount %s: the image is in use (locked by another ubtrfs mount or "
 			 "program); unmount it first", shown);
-	else if (ret == -ENOENT && (a->subvol || a->subvolid))
-		ubtf_err("cannot mount %s: subvolume %s not found", shown,
-			 a->subvol ? a->subvol : "id");
+	else if (ret == -ENOENT && a->subvol)
+		ubtf_err("cannot mount %s: subvolume '%s' not found", shown, a->subvol);
+	else if (ret == -ENOENT && a->subvolid)
+		ubtf_err("cannot mount %s: subvolume id %llu not found", shown,
+			 (unsigned long long)a->subvolid);
 	else if (ret)
 		ubtf_err("cannot mount %s: %s", shown, ubt_strerror(ret));
 	return ret;

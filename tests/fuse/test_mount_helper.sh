@@ -1,0 +1,114 @@
+#!/bin/bash
+# test_mount_helper.sh — `mount -t fuse.ubtrfs -o ro IMAGE DIR` through scripts/mount.fuse.ubtrfs
+# (installed as /sbin/mount.fuse.ubtrfs for the test: mount(8) has no helper search path), the
+# options mount(8) adds are dropped, a mount without ro is refused, and `-o remount` is refused
+# without starting a second daemon.
+set -u
+
+if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
+	echo "SKIP: needs root and /dev/fuse"
+	exit 0
+fi
+if ! command -v mkfs.btrfs >/dev/null; then
+	echo "SKIP: needs mkfs.btrfs"
+	exit 0
+fi
+UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
+[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+SRC_DIR=${UBT_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+HELPER_SRC=$SRC_DIR/scripts/mount.fuse.ubtrfs
+HELPER=/sbin/mount.fuse.ubtrfs
+[ -f "$HELPER_SRC" ] || { echo "FAIL: no helper at $HELPER_SRC"; exit 1; }
+export UBTRFS_BIN
+
+T=$(mktemp -d /tmp/ubtrfs-fuse-helper.XXXXXX)
+MNT=$T/mnt
+fail=0
+installed=0
+
+cleanup() {
+	local m
+	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount -l "$m" 2>/dev/null
+	done
+	if [ "$installed" = 1 ]; then
+		rm -f "$HELPER"
+		[ -e "$T/helper.orig" ] && mv "$T/helper.orig" "$HELPER"
+	fi
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+daemons() {
+	local p
+	for p in $(pgrep -f -- "ubtrfs mount .*$T"); do
+		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
+	done
+}
+alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+mkdir -p "$T/src/d" "$MNT"
+echo "via the helper" > "$T/src/d/f"
+mkfs.btrfs -q -f --rootdir "$T/src" "$T/img" >"$T/mkfs.log" 2>&1 || { cat "$T/mkfs.log"; echo "FAIL: mkfs"; exit 1; }
+
+[ -e "$HELPER" ] && cp -p "$HELPER" "$T/helper.orig"
+installed=1
+install -m 0755 "$HELPER_SRC" "$HELPER"
+
+# The helper alone: fake mode (-f) only shows what it would run.
+"$HELPER" "$T/img" "$MNT" -fv -o rw,defaults,noauto,user,_netdev,nofail,x-systemd.foo,ro,nosuid 2>"$T/out"
+grep -q -- "mount $T/img $MNT -o ro,nosuid\$" "$T/out" && ok "helper drops mount(8)-only options" \
+	|| { bad "helper option filtering"; cat "$T/out"; }
+
+# Without $UBTRFS_BIN the helper finds ubtrfs next to itself.
+mkdir -p "$T/bin"
+cp "$HELPER_SRC" "$T/bin/mount.fuse.ubtrfs"
+ln -s "$UBTRFS_BIN" "$T/bin/ubtrfs"
+env -u UBTRFS_BIN "$T/bin/mount.fuse.ubtrfs" "$T/img" "$MNT" -fv -o ro 2>"$T/out"
+grep -q -- "^mount.fuse.ubtrfs: $T/bin/ubtrfs mount" "$T/out" && ok "helper finds ubtrfs next to itself" \
+	|| { bad "helper did not find ubtrfs next to itself"; cat "$T/out"; }
+
+# mount(8) without ro: refused by ubtrfs with its message, nothing mounted.
+if mount -t fuse.ubtrfs "$T/img" "$MNT" 2>"$T/out"; then
+	bad "mount -t fuse.ubtrfs without ro succeeded"
+else
+	grep -q "use -o ro" "$T/out" && ok "mount(8) without ro refused" || { bad "no clear message"; cat "$T/out"; }
+fi
+[ -z "$(daemons)" ] || bad "daemon left after refused mount"
+
+# mount(8) with ro.
+if mount -t fuse.ubtrfs -o ro "$T/img" "$MNT" 2>"$T/out"; then ok "mount -t fuse.ubtrfs -o ro"; else bad "mount -t fuse.ubtrfs -o ro: $(cat "$T/out")"; fi
+[ "$(cat "$MNT/d/f" 2>/dev/null)" = "via the helper" ] && ok "reads through the helper's mount" || bad "read"
+grep -q " $MNT fuse.ubtrfs ro" /proc/mounts && ok "in /proc/mounts" || bad "not in /proc/mounts"
+n=$(daemons | wc -l)
+[ "$n" = 1 ] && ok "one daemon" || bad "$n daemons"
+PID=$(daemons)
+
+# remount: refused, still one daemon, mount still works.
+if mount -o remount,ro "$MNT" 2>"$T/out"; then
+	bad "remount succeeded"
+else
+	grep -q "remount is not supported" "$T/out" && ok "remount refused ($(head -n1 "$T/out"))" || { bad "remount message"; cat "$T/out"; }
+fi
+[ "$(daemons | wc -l)" = 1 ] && ok "no second daemon after remount" || bad "daemons after remount: $(daemons)"
+[ "$(cat "$MNT/d/f" 2>/dev/null)" = "via the helper" ] && ok "mount intact after remount attempt" || bad "mount broken by remount"
+if "$HELPER" "$T/img" "$MNT" -o remount,ro 2>/dev/null; then bad "helper remount exit 0"; else ok "helper remount exits non-zero"; fi
+
+# A second mount(8) on the busy mountpoint is refused.
+if mount -t fuse.ubtrfs -o ro "$T/img" "$MNT" 2>"$T/out"; then bad "double mount succeeded"; else ok "double mount refused ($(head -n1 "$T/out"))"; fi
+[ "$(daemons | wc -l)" = 1 ] || bad "daemons after double mount: $(daemons)"
+
+"$UBTRFS_BIN" umount "$MNT" && ok "ubtrfs umount" || bad "ubtrfs umount"
+if [ -n "$PID" ] && alive "$PID"; then bad "daemon still alive after umount"; else ok "daemon exited"; fi
+
+# An fstab-style mount by mountpoint only.
+echo "$T/img $MNT fuse.ubtrfs ro,noauto,nofail 0 0" > "$T/fstab"
+if mount --fstab "$T/fstab" "$MNT" 2>"$T/out"; then ok "mount from an fstab line"; else bad "fstab mount: $(cat "$T/out")"; fi
+[ "$(cat "$MNT/d/f" 2>/dev/null)" = "via the helper" ] || bad "read after fstab mount"
+"$UBTRFS_BIN" umount "$MNT" || bad "umount after fstab mount"
+
+[ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
+[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
+exit "$fail"
