@@ -188,6 +188,7 @@ struct dent {
 	ubt_ino ino;
 	unsigned d_type;
 	uint64_t next_off;
+	ubt_ino ref;            /* readdirplus: the reference handed to the kernel, or 0 */
 };
 
 struct dent_batch {
@@ -243,6 +244,7 @@ static int collect_dent(void *arg, const char *name, size_t name_len, ubt_ino in
 	d->ino = ino;
 	d->d_type = d_type;
 	d->next_off = next_off;
+	d->ref = 0;
 	b->used += need;
 	return 0;
 }
@@ -307,6 +309,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off, b
 					ubt_forget(ctx->fs, ino, 1);
 				break;
 			}
+			d->ref = ino;
 		} else {
 			struct stat full;
 
@@ -320,11 +323,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off, b
 		}
 		pos += len;
 	}
-	fuse_reply_buf(req, buf, pos);
-	/*
-	 * If the reply failed to reach the kernel the readdirplus references are leaked until
-	 * unmount; the library drops all references then.
-	 */
+	if (fuse_reply_buf(req, buf, pos)) {
+		/* The kernel never saw these entries (e.g. the request was interrupted). */
+		for (size_t i = 0; i < b.nr; i++) {
+			if (b.ents[i].ref)
+				ubt_forget(ctx->fs, b.ents[i].ref, 1);
+		}
+	}
 cleanup:
 	for (size_t i = 0; i < b.nr; i++)
 		free(b.ents[i].name);

@@ -353,6 +353,7 @@ int ubtf_cmd_mount(int argc, char **argv)
 		close(pfd[0]);
 		status_fd = pfd[1];
 		setsid();
+		signal(SIGPIPE, SIG_IGN); /* the parent may be gone when we report */
 	}
 
 	ubt_set_log_level(a.debug ? 3 : 1);
