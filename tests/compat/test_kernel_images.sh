@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Compare ubtrfs with the kernel's btrfs on kernel-written images.
+#
+# For each image from make_images.sh, and for each extra mount option set it lists (subvol=,
+# subvolid=): take a manifest of the kernel's read-only mount, of `ubtrfs mount -o ro`, and of
+# the library directly (`manifest lib`), and diff them. Every image is tried; the test fails at
+# the end if any comparison did, showing the diffs. Manifests of failures are kept in
+# $UBT_BUILD_DIR/test-artifacts/compat/.
+#
+# Environment: UBTRFS_BIN, UBT_TOOLS_DIR, UBT_SRC_DIR, UBT_BUILD_DIR (set by CTest);
+# UBT_IMAGE_CACHE=DIR reuses images across runs (default: made fresh in the temp dir);
+# UBT_IMAGES="name ..." limits the images; UBT_KEEP_TMP=1 keeps the temp dir.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+
+ubt_require_root_fuse
+ubt_find_tools
+ubt_init compat
+ubt_sanitizer_env
+
+artifacts=$UBT_BUILD_DIR/test-artifacts/compat
+rm -rf "$artifacts"
+mkdir -p "$artifacts"
+
+images=${UBT_IMAGE_CACHE:-$UBT_TMP/images}
+# shellcheck disable=SC2086 # a list of names
+bash "$here/make_images.sh" "$images" ${UBT_IMAGES:-}
+
+declare -a failures=()
+npass=0
+
+# lib_args OPTS: the manifest lib arguments for a mount option set.
+lib_args() {
+	case $1 in
+	"") ;;
+	subvol=*) printf '%s\n' --subvol "${1#subvol=}" ;;
+	subvolid=*) printf '%s\n' --subvolid "${1#subvolid=}" ;;
+	*) ubt_die "no library equivalent for mount option $1" ;;
+	esac
+}
+
+# fail TAG MESSAGE
+fail() {
+	failures+=("$1: $2")
+	ubt_msg "FAIL $1: $2"
+}
+
+# compare IMG OPTS
+compare() {
+	local img=$1 opts=$2
+	local name
+	name=$(basename "$img" .img)
+	local tag="$name${opts:+[$opts]}"
+	local t="$UBT_TMP/$name${opts:+-${opts//[^a-zA-Z0-9]/_}}"
+	mkdir -p "$t"
+	local ok=1
+
+	# The oracle.
+	kmount "$img" "$t/kmnt" "ro${opts:+,$opts}"
+	if ! "$MANIFEST" dir "$t/kmnt" >"$t/kernel.txt" 2>"$t/kernel.err"; then
+		cat "$t/kernel.err" >&2
+		ubt_die "$tag: manifest of the kernel mount failed"
+	fi
+	kumount "$t/kmnt"
+
+	# ubtrfs through FUSE.
+	if fmount "$img" "$t/fmnt" "$opts"; then
+		if ! "$MANIFEST" dir "$t/fmnt" >"$t/fuse.txt" 2>"$t/fuse.err"; then
+			fail "$tag" "manifest of the FUSE mount failed: $(head -c 600 "$t/fuse.err")"
+			ok=0
+		fi
+		if ! fumount "$t/fmnt"; then
+			fail "$tag" "unmounting the FUSE mount failed"
+			ok=0
+		fi
+	else
+		fail "$tag" "ubtrfs mount failed"
+		ok=0
+		: >"$t/fuse.txt"
+	fi
+
+	# The library.
+	local -a largs=()
+	mapfile -t largs < <(lib_args "$opts")
+	if ! "$MANIFEST" lib "$img" "${largs[@]}" >"$t/lib.txt" 2>"$t/lib.err"; then
+		fail "$tag" "manifest lib failed: $(head -c 600 "$t/lib.err")"
+		ok=0
+	fi
+
+	local which
+	for which in fuse lib; do
+		if [[ -s $t/$which.txt ]] && ! cmp -s "$t/kernel.txt" "$t/$which.txt"; then
+			diff -u --label "kernel $tag" --label "$which $tag" "$t/kernel.txt" "$t/$which.txt" \
+				>"$t/$which.diff" || true
+			fail "$tag" "$which manifest differs from the kernel's ($(grep -c '^[-+][^-+]' "$t/$which.diff") lines), first lines:
+$(head -n 40 "$t/$which.diff")"
+			ok=0
+		fi
+	done
+
+	if [[ $ok -eq 1 ]]; then
+		npass=$((npass + 1))
+		echo "PASS $tag ($(wc -l <"$t/kernel.txt") entries)"
+	else
+		mkdir -p "$artifacts/$tag"
+		cp "$t"/*.txt "$t"/*.err "$artifacts/$tag/" 2>/dev/null || true
+		cp "$t"/*.diff "$artifacts/$tag/" 2>/dev/null || true
+		echo "FAIL $tag"
+	fi
+}
+
+for img in "$images"/*.img; do
+	compare "$img" ""
+	extra=()
+	[[ ! -f ${img%.img}.opts ]] || mapfile -t extra <"${img%.img}.opts"
+	for o in "${extra[@]}"; do
+		[[ -z $o ]] || compare "$img" "$o"
+	done
+done
+
+if ! (ubt_check_sanitizer); then
+	failures+=("sanitizer reports (see above)")
+fi
+
+echo "compat: $npass comparisons passed, ${#failures[@]} failed"
+if [[ ${#failures[@]} -gt 0 ]]; then
+	printf '  %s\n' "${failures[@]}" | cut -c1-2000 >&2
+	echo "manifests of the failures: $artifacts" >&2
+	exit 1
+fi
