@@ -20,5 +20,13 @@ struct extent_buffer *ubt_eb_cache_lookup(struct ubt_eb_cache *c, u64 bytenr);
 /* Insert a freshly read block (refs 1); returns the cached block with a reference for the caller. */
 struct extent_buffer *ubt_eb_cache_insert(struct ubt_eb_cache *c, struct extent_buffer *eb);
 struct extent_buffer *ubt_eb_alloc(u64 bytenr, u32 len);
+/*
+ * Insert a block just allocated at @eb->start (refs 1), replacing any stale cached block at that
+ * address (space freed by an earlier transaction and reused). Returns @eb with a reference for
+ * the caller.
+ */
+struct extent_buffer *ubt_eb_cache_insert_new(struct ubt_eb_cache *c, struct extent_buffer *eb);
+/* Forget a cached block (e.g. its extent was freed); holders of references keep their copy. */
+void ubt_eb_cache_drop(struct ubt_eb_cache *c, u64 bytenr);
 
 #endif

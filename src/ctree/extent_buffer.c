@@ -174,3 +174,40 @@ void ubt_eb_put(struct extent_buffer *eb)
 	if (eb && atomic_fetch_sub(&eb->refs, 1) == 1)
 		eb_free(eb);
 }
+
+/* Unhash and unlink @bytenr's block if cached, dropping the cache's reference. Lock held. */
+static void cache_remove_locked(struct ubt_eb_cache *c, u64 bytenr)
+{
+	struct extent_buffer *eb;
+
+	for (eb = c->buckets[bucket_of(c, bytenr)]; eb; eb = eb->hash_next)
+		if (eb->start == bytenr)
+			break;
+	if (!eb)
+		return;
+	hash_unlink(c, eb);
+	lru_unlink(c, eb);
+	c->nr--;
+	ubt_eb_put(eb);
+}
+
+struct extent_buffer *ubt_eb_cache_insert_new(struct ubt_eb_cache *c, struct extent_buffer *neb)
+{
+	pthread_mutex_lock(&c->lock);
+	cache_remove_locked(c, neb->start);
+	atomic_store(&neb->refs, 2);
+	neb->hash_next = c->buckets[bucket_of(c, neb->start)];
+	c->buckets[bucket_of(c, neb->start)] = neb;
+	lru_push_head(c, neb);
+	c->nr++;
+	cache_shrink(c);
+	pthread_mutex_unlock(&c->lock);
+	return neb;
+}
+
+void ubt_eb_cache_drop(struct ubt_eb_cache *c, u64 bytenr)
+{
+	pthread_mutex_lock(&c->lock);
+	cache_remove_locked(c, bytenr);
+	pthread_mutex_unlock(&c->lock);
+}
