@@ -252,35 +252,6 @@ void ubt_set_item_key(struct ubt_trans_handle *h, struct ubt_path *path, const s
 		fixup_low_keys(h, path, key, 1);
 }
 
-/* Bin search shared with ctree.c's logic. */
-static int bin_search_w(const struct extent_buffer *eb, const struct ubt_key *key, bool *exact)
-{
-	int lo = 0, hi = (int)ubt_eb_nritems(eb);
-	bool leaf = ubt_eb_level(eb) == 0;
-
-	*exact = false;
-	while (lo < hi) {
-		int mid = lo + (hi - lo) / 2;
-		struct ubt_key k;
-		int c;
-
-		if (leaf)
-			ubt_item_key(eb, mid, &k);
-		else
-			ubt_node_key(eb, mid, &k);
-		c = ubt_key_cmp(&k, key);
-		if (c < 0)
-			lo = mid + 1;
-		else if (c > 0)
-			hi = mid;
-		else {
-			*exact = true;
-			return mid;
-		}
-	}
-	return lo;
-}
-
 static struct extent_buffer *alloc_block(struct ubt_trans_handle *h, struct ubt_root *root, int level,
 					 const struct ubt_key *first, u64 hint)
 {
@@ -491,7 +462,7 @@ again:
 	for (;;) {
 		int level = ubt_eb_level(eb);
 		bool exact;
-		int slot = bin_search_w(eb, key, &exact);
+		int slot = ubt_bin_search(eb, key, &exact);
 
 		path->nodes[level] = eb;
 		if (level == 0) {

@@ -18,8 +18,7 @@ void ubt_path_release(struct ubt_path *p)
 	}
 }
 
-/* First slot whose key is >= @key; *exact set when equal. */
-static int bin_search(const struct extent_buffer *eb, const struct ubt_key *key, bool *exact)
+int ubt_bin_search(const struct extent_buffer *eb, const struct ubt_key *key, bool *exact)
 {
 	int lo = 0, hi = (int)ubt_eb_nritems(eb);
 	bool leaf = ubt_eb_level(eb) == 0;
@@ -70,7 +69,7 @@ int ubt_search_slot(struct ubt_root *root, const struct ubt_key *key, struct ubt
 	}
 	for (;;) {
 		bool exact;
-		int slot = bin_search(eb, key, &exact);
+		int slot = ubt_bin_search(eb, key, &exact);
 
 		level = ubt_eb_level(eb);
 		path->nodes[level] = eb;

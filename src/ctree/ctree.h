@@ -138,6 +138,9 @@ int ubt_search_le(struct ubt_root *root, const struct ubt_key *key, struct ubt_p
  */
 int ubt_search_ge(struct ubt_root *root, const struct ubt_key *key, struct ubt_path *path);
 
+/* First slot of @eb (leaf or node) whose key is >= @key; *exact is set when it is equal. */
+int ubt_bin_search(const struct extent_buffer *eb, const struct ubt_key *key, bool *exact);
+
 /* Current leaf item of a positioned path. */
 static inline struct extent_buffer *ubt_path_leaf(const struct ubt_path *p) { return p->nodes[0]; }
 static inline int ubt_path_slot(const struct ubt_path *p) { return p->slots[0]; }

@@ -369,6 +369,7 @@ int ubt_open_ctree(struct ubt_bdev *bdev, unsigned flags, size_t cache_bytes, st
 	fs_info->bdev = bdev;
 	fs_info->rdonly = flags & UBT_OPEN_RDONLY;
 	pthread_mutex_init(&fs_info->roots_lock, NULL);
+	pthread_rwlock_init(&fs_info->tree_lock, NULL);
 	fs_info->chunk_map = calloc(1, sizeof(*fs_info->chunk_map));
 	fs_info->eb_cache = calloc(1, sizeof(*fs_info->eb_cache));
 	if (!fs_info->chunk_map || !fs_info->eb_cache) {
@@ -455,12 +456,39 @@ int ubt_open_ctree(struct ubt_bdev *bdev, unsigned flags, size_t cache_bytes, st
 		ubt_err("%s: cannot find the checksum tree", bdev->name);
 		goto fail;
 	}
-	ret = load_root_from_item(fs_info, BTRFS_DEV_TREE_OBJECTID, &fs_info->dev_root);
-	if (ret == -ENOENT)
-		ret = 0; /* only needed to allocate */
-	if (ret)
-		goto fail;
+	{
+		/* Trees needed only to write; absent ones stay with bytenr 0. */
+		static const struct {
+			u64 id;
+			size_t off;
+		} optional[] = {
+			{ BTRFS_DEV_TREE_OBJECTID, offsetof(struct ubt_fs_info, dev_root) },
+			{ BTRFS_FREE_SPACE_TREE_OBJECTID, offsetof(struct ubt_fs_info, free_space_root) },
+			{ BTRFS_BLOCK_GROUP_TREE_OBJECTID, offsetof(struct ubt_fs_info, block_group_root) },
+			{ BTRFS_UUID_TREE_OBJECTID, offsetof(struct ubt_fs_info, uuid_root) },
+		};
+		for (size_t i = 0; i < ARRAY_SIZE(optional); i++) {
+			struct ubt_root *r = (struct ubt_root *)((u8 *)fs_info + optional[i].off);
+			ret = load_root_from_item(fs_info, optional[i].id, r);
+			if (ret == -ENOENT) {
+				memset(r, 0, sizeof(*r));
+				r->fs_info = fs_info;
+				r->objectid = optional[i].id;
+				ret = 0;
+			}
+			if (ret)
+				goto fail;
+		}
+	}
 
+	if (le64toh(sb->log_root) && !fs_info->rdonly) {
+		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit) and log replay is "
+			"not supported yet: a read-write mount would lose that data. Mount it once with the Linux "
+			"kernel to replay the log, or mount read-only with -o ro,nologreplay",
+			bdev->name);
+		ret = -EOPNOTSUPP;
+		goto fail;
+	}
 	if (le64toh(sb->log_root) && !(flags & UBT_OPEN_NOLOGREPLAY)) {
 		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit) and log replay is "
 			"not supported yet; mount with -o nologreplay to mount it without those changes, or mount "
@@ -502,6 +530,7 @@ void ubt_close_ctree(struct ubt_fs_info *fs_info)
 	if (fs_info->bdev)
 		ubt_bdev_close(fs_info->bdev);
 	pthread_mutex_destroy(&fs_info->roots_lock);
+	pthread_rwlock_destroy(&fs_info->tree_lock);
 	free(fs_info);
 }
 
