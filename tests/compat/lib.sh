@@ -173,10 +173,18 @@ fmount() {
 	return 0
 }
 
+# ubt_pid_alive PID: running and not a zombie (a daemonized process may be reaped late).
+ubt_pid_alive() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z && ${stat:0:1} != X ]]
+}
+
 ubt_pids_gone() {
 	local p
 	for p in $1; do
-		! kill -0 "$p" 2>/dev/null || return 1
+		! ubt_pid_alive "$p" || return 1
 	done
 }
 
@@ -232,7 +240,7 @@ ubt_cleanup() {
 	done
 	for dir in "${!UBT_FMOUNT_DPIDS[@]}"; do
 		ubt_wait_until 30 ubt_pids_gone "${UBT_FMOUNT_DPIDS[$dir]}" ||
-			for pid in ${UBT_FMOUNT_DPIDS[$dir]}; do kill -9 "$pid" 2>/dev/null; done
+			for pid in ${UBT_FMOUNT_DPIDS[$dir]}; do ubt_pid_alive "$pid" && kill -9 "$pid" 2>/dev/null; done
 	done
 	for dir in "${!UBT_FMOUNT_PID[@]}"; do
 		pid=${UBT_FMOUNT_PID[$dir]}

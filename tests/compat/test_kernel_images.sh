@@ -111,7 +111,13 @@ $(head -n 40 "$t/$which.diff")"
 	fi
 }
 
-for img in "$images"/*.img; do
+imgs=()
+if [[ -n ${UBT_IMAGES:-} ]]; then
+	for n in $UBT_IMAGES; do imgs+=("$images/$n.img"); done
+else
+	imgs=("$images"/*.img)
+fi
+for img in "${imgs[@]}"; do
 	compare "$img" ""
 	extra=()
 	[[ ! -f ${img%.img}.opts ]] || mapfile -t extra <"${img%.img}.opts"
