@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fuse/ubt_fuse.h"
+#include "tools/mkfs.h"
 #include "ubtrfs.h"
 
 struct ubt_cmd {
@@ -25,6 +26,7 @@ static const struct ubt_cmd cmds[] = {
 	{ "mount", NULL, ubtf_cmd_mount, ubtf_mount_usage, "mount a btrfs image through FUSE" },
 	{ "umount", "unmount", ubtf_cmd_umount, ubtf_umount_usage,
 	  "unmount and wait for the daemon to exit" },
+	{ "mkfs", NULL, ubt_cmd_mkfs, ubt_mkfs_usage, "create a btrfs filesystem" },
 	{ "help", NULL, cmd_help, NULL, "show help for a command" },
 	{ "version", NULL, cmd_version, NULL, "print the version" },
 };
