@@ -282,10 +282,24 @@ static void mk_disk_key(struct btrfs_disk_key *dk, const struct mk_key *k)
 
 /* ---- Planning: how many leaves and nodes a tree needs ---- */
 
+/*
+ * Test hook: UBT_MKFS_FANOUT=N caps items per leaf and pointers per node at N, so that small
+ * filesystems get multi-level trees and the node-building path is exercised by the oracles.
+ * N >= 3: with 2 the extent tree grows as fast as the blocks it describes and never converges.
+ */
+static size_t mk_test_fanout(void)
+{
+	const char *s = getenv("UBT_MKFS_FANOUT");
+	unsigned long v = s ? strtoul(s, NULL, 10) : 0;
+
+	return v >= 3 ? (size_t)v : SIZE_MAX;
+}
+
 static int mk_tree_plan(struct mk_fs *fs, struct mk_tree *t)
 {
 	u32 room = mk_leaf_room(fs);
-	u32 ptrs = mk_node_ptrs(fs);
+	size_t fanout = mk_test_fanout();
+	size_t ptrs = ubt_min((size_t)mk_node_ptrs(fs), fanout);
 	size_t *first;
 	size_t nr = 0, count;
 	u32 used = 0;
@@ -309,7 +323,7 @@ static int mk_tree_plan(struct mk_fs *fs, struct mk_tree *t)
 
 		if (need > room)
 			return -E2BIG;
-		if (used + need > room) {
+		if (used + need > room || i - first[nr - 1] == fanout) {
 			first[nr++] = i;
 			used = 0;
 		}
