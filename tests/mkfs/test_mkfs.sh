@@ -193,6 +193,31 @@ mkfs -q -b 64M "$IMG"
 mkfs -q "$T/does-not-exist"
 [ $? = 1 ] && grep -q "No such file" "$T/mkfs.log" && ok "missing image without -b refused" || bad "missing image"
 
+# --- a block device (loop): whole device, in-use refusal, -b larger than the device ---
+truncate -s 512M "$T/blk"
+l=$(attach "$T/blk")
+if mkfs -q "$l" && [ "$(super "$l" total_bytes)" = 536870912 ]; then
+	ok "mkfs on a block device uses the whole device"
+else
+	bad "mkfs on a block device"
+	cat "$T/mkfs.log"
+fi
+check "$l" "block device"
+if mount -t btrfs "$l" "$MNT"; then
+	head -c 2000000 /dev/urandom > "$MNT/f"
+	mkfs -q -f "$l"
+	[ $? = 1 ] && grep -q "in use" "$T/mkfs.log" && ok "mounted block device refused even with -f" ||
+		bad "mounted block device"
+	umount "$MNT"
+	check "$l" "block device after kernel writes"
+else
+	bad "kernel mount of the block device"
+fi
+mkfs -q -f -b 1G "$l"
+[ $? = 1 ] && grep -q "fewer than" "$T/mkfs.log" && ok "-b beyond the block device refused" || bad "-b beyond the device"
+detach "$l"
+rm -f "$T/blk"
+
 # --- chunk layout equal to mkfs.btrfs' (types and sizes, ignoring addresses) ---
 if command -v mkfs.btrfs >/dev/null; then
 	for size in 512M 10G; do
