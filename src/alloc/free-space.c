@@ -101,10 +101,11 @@ int ubt_fst_load(struct ubt_fs_info *fs_info)
 		ubt_item_key(leaf, slot, &k);
 		bg = ubt_bg_lookup(ai, k.objectid);
 		if (!bg) {
-			ubt_err("free space tree: item (%llu %u %llu) is outside every block group",
-				(unsigned long long)k.objectid, k.type, (unsigned long long)k.offset);
-			ret = -EUCLEAN;
-			break;
+			/* mkfs.btrfs leaves items of its temporary block groups behind: not ours to touch. */
+			ubt_debug("free space tree: item (%llu %u %llu) is outside every block group, ignored",
+				  (unsigned long long)k.objectid, k.type, (unsigned long long)k.offset);
+			ret = ubt_next_item(&fs_info->free_space_root, &path);
+			continue;
 		}
 		idx = 0;
 		while (ai->bgs[idx] != bg)
