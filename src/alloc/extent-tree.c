@@ -573,12 +573,13 @@ static int insert_new_extent(struct ubt_trans_handle *h, struct ubt_dhead *hd)
 		ret = keyed_add(h, hd, v[i], (u64)v[i]->mod);
 	if (ret)
 		goto out;
+	pthread_mutex_lock(&ai->lock);
 	bg = ubt_bg_lookup(ai, hd->bytenr);
 	if (!bg) {
+		pthread_mutex_unlock(&ai->lock);
 		ret = -EUCLEAN;
 		goto out;
 	}
-	pthread_mutex_lock(&ai->lock);
 	bg->used += hd->num_bytes;
 	pthread_mutex_unlock(&ai->lock);
 	ret = ubt_fst_remove(h, bg, hd->bytenr, hd->num_bytes);
@@ -822,9 +823,12 @@ static int del_csums(struct ubt_trans_handle *h, u64 bytenr, u64 len)
 static int free_extent_space(struct ubt_trans_handle *h, const struct ubt_dhead *hd, bool on_disk)
 {
 	struct ubt_alloc_info *ai = ainfo(h->fs_info);
-	struct ubt_block_group *bg = ubt_bg_lookup(ai, hd->bytenr);
+	struct ubt_block_group *bg;
 	int ret;
 
+	pthread_mutex_lock(&ai->lock);
+	bg = ubt_bg_lookup(ai, hd->bytenr); /* groups are never freed while open; the array may grow */
+	pthread_mutex_unlock(&ai->lock);
 	if (!bg || hd->bytenr + hd->num_bytes > bg->start + bg->length) {
 		ubt_err("extent %llu+%llu is outside every block group", (unsigned long long)hd->bytenr,
 			(unsigned long long)hd->num_bytes);

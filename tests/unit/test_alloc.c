@@ -352,9 +352,9 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fragment_fst_4k),
-		cmocka_unit_test(test_fragment_fst_16k),
 		cmocka_unit_test(test_fragment_no_fst),
+		cmocka_unit_test(test_fragment_fst_16k),
+		cmocka_unit_test(test_fragment_fst_4k),
 		cmocka_unit_test(test_chunks_and_enospc),
 	};
 
