@@ -326,6 +326,76 @@ static void test_chunks_and_enospc(void **state)
 	free(f.ext);
 }
 
+/* One data extent referenced from 100 file offsets: inline refs (hash-ordered), then keyed refs. */
+static void test_shared_refs(void **state)
+{
+	char img[128];
+	struct ubt_fs_info *fs;
+	struct ubt_root *root;
+	struct ubt_trans_handle h;
+	struct tfile f = { .ino = 257 };
+	const size_t n = 100;
+	u64 bytenr;
+
+	(void)state;
+	snprintf(img, sizeof(img), "%s/shared.img", tmpdir);
+	make_image(img, "256M", "-n 4096");
+	fs = open_rw(img);
+	assert_int_equal(ubt_read_fs_root(fs, BTRFS_FS_TREE_OBJECTID, &root), 0);
+	assert_int_equal(ubt_trans_start(fs, &h), 0);
+	create_file(&h, root, &f, "shared", 2);
+	assert_int_equal(append_extent(&h, root, &f, 4096), 0);
+	bytenr = f.ext[0].bytenr;
+	commit(&h);
+	assert_int_equal(ubt_trans_start(fs, &h), 0);
+	for (size_t i = 1; i < n; i++) {
+		struct btrfs_file_extent_item fe;
+		struct ubt_key key = { f.ino, BTRFS_EXTENT_DATA_KEY, f.size };
+
+		memset(&fe, 0, sizeof(fe));
+		fe.generation = htole64(h.transid);
+		fe.ram_bytes = htole64(4096);
+		fe.type = BTRFS_FILE_EXTENT_REG;
+		fe.disk_bytenr = htole64(bytenr);
+		fe.disk_num_bytes = htole64(4096);
+		fe.num_bytes = htole64(4096);
+		assert_int_equal(ubt_insert_item(&h, root, &key, &fe, sizeof(fe)), 0);
+		assert_int_equal(ubt_add_data_ref(&h, bytenr, 4096, root->objectid, f.ino, f.size, 0), 0);
+		if (f.nr == f.cap) {
+			f.cap *= 2;
+			f.ext = realloc(f.ext, f.cap * sizeof(*f.ext));
+		}
+		f.ext[f.nr++] = (struct file_ext){ f.size, bytenr, 4096, true };
+		f.size += 4096;
+	}
+	update_inode(&h, root, &f);
+	commit(&h);
+	close_fs(fs);
+	check_image(img);
+
+	fs = open_rw(img);
+	assert_int_equal(ubt_read_fs_root(fs, BTRFS_FS_TREE_OBJECTID, &root), 0);
+	assert_int_equal(ubt_trans_start(fs, &h), 0);
+	for (size_t i = 0; i < n; i += 3)
+		drop_extent(&h, root, &f, i);
+	update_inode(&h, root, &f);
+	commit(&h);
+	close_fs(fs);
+	check_image(img);
+
+	fs = open_rw(img);
+	assert_int_equal(ubt_read_fs_root(fs, BTRFS_FS_TREE_OBJECTID, &root), 0);
+	assert_int_equal(ubt_trans_start(fs, &h), 0);
+	for (size_t i = 0; i < f.nr; i++)
+		if (f.ext[i].live)
+			drop_extent(&h, root, &f, i);
+	update_inode(&h, root, &f);
+	commit(&h);
+	close_fs(fs);
+	check_image(img);
+	free(f.ext);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -356,6 +426,7 @@ int main(void)
 		cmocka_unit_test(test_fragment_fst_16k),
 		cmocka_unit_test(test_fragment_fst_4k),
 		cmocka_unit_test(test_chunks_and_enospc),
+		cmocka_unit_test(test_shared_refs),
 	};
 
 	if (system("command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null") != 0) {
