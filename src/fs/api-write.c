@@ -776,6 +776,11 @@ static int xattr_change(ubt_fs *fs, ubt_ino ino, const char *name, const void *v
 	ret = ubt_inode_read(root, objectid, &ii);
 	if (ret)
 		goto out;
+	/* As the VFS: user.* only on regular files and directories. */
+	if (!strncmp(name, "user.", 5) && !S_ISREG(get_le32(&ii.mode)) && !S_ISDIR(get_le32(&ii.mode))) {
+		ret = value ? -EPERM : -ENODATA;
+		goto out;
+	}
 	ret = ubt_xattr_set(&op.h, root, objectid, name, value, size, value ? flags : 0, &changed);
 	op.changed = changed;
 	if (ret)

@@ -497,6 +497,10 @@ static void op_xattr(void)
 	if (rnd(4) == 0)
 		flags = rnd(2) ? XATTR_CREATE : XATTR_REPLACE;
 	ret = ubt_setxattr(fs, inodes[in].ino, name, val, len, flags);
+	if (!strncmp(name, "user.", 5) && !S_ISREG(inodes[in].mode) && !S_ISDIR(inodes[in].mode)) {
+		assert_int_equal(ret, -EPERM);
+		return;
+	}
 	if (x >= 0 && flags == XATTR_CREATE) {
 		assert_int_equal(ret, -EEXIST);
 		return;
