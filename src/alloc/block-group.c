@@ -376,7 +376,7 @@ int ubt_alloc_chunk(struct ubt_fs_info *fs_info, u64 type)
 	ci->num_stripes = htole16((u16)copies);
 	ci->sub_stripes = htole16(1);
 	for (int i = 0; i < copies; i++) {
-		struct btrfs_stripe *s = &ci->stripe + i;
+		struct btrfs_stripe *s = (struct btrfs_stripe *)((u8 *)ci + offsetof(struct btrfs_chunk, stripe) + (size_t)i * sizeof(*s));
 
 		s->devid = htole64(fs_info->devid);
 		s->offset = htole64(hole_start + (u64)i * stripe);
@@ -463,7 +463,7 @@ static int insert_pending(struct ubt_trans_handle *h, struct ubt_block_group *bg
 	key = (struct ubt_key){ BTRFS_FIRST_CHUNK_TREE_OBJECTID, BTRFS_CHUNK_ITEM_KEY, bg->start };
 	ret = ubt_insert_item(h, &fs_info->chunk_root, &key, ci, bg->chunk_item_size);
 	for (u16 i = 0; !ret && i < nstripes; i++) {
-		const struct btrfs_stripe *s = &ci->stripe + i;
+		const struct btrfs_stripe *s = (struct btrfs_stripe *)((u8 *)ci + offsetof(struct btrfs_chunk, stripe) + (size_t)i * sizeof(*s));
 		struct btrfs_dev_extent de = { 0 };
 
 		de.chunk_tree = htole64(BTRFS_CHUNK_TREE_OBJECTID);

@@ -13,7 +13,9 @@
 
 #include "../codec/csum.h"
 #include "../device/bdev.h"
-#include "../inode/inode.h"
+#include "../alloc/alloc.h"
+#include "../inode/inode-write.h"
+#include "../transaction/transaction.h"
 #include "../util/messages.h"
 #include "../volumes/volumes.h"
 
@@ -133,7 +135,7 @@ static void fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u64 st_ino,
 	st->st_rdev = makedev((unsigned)(rdev >> 20), (unsigned)(rdev & 0xfffff));
 	st->st_size = (off_t)le64toh(ii->size);
 	st->st_blksize = fs->fs_info->sectorsize;
-	st->st_blocks = (blkcnt_t)(le64toh(ii->nbytes) >> 9);
+	st->st_blocks = (blkcnt_t)(ALIGN_UP(le64toh(ii->nbytes), (u64)fs->fs_info->sectorsize) >> 9);
 	st->st_atim = ubt_timespec(&ii->atime);
 	st->st_mtim = ubt_timespec(&ii->mtime);
 	st->st_ctim = ubt_timespec(&ii->ctime);
@@ -173,7 +175,7 @@ static int getattr_(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat
 	return 0;
 }
 
-int ubt_getattr(ubt_fs *fs, ubt_ino ino, struct stat *st)
+static int getattr_pub_(ubt_fs *fs, ubt_ino ino, struct stat *st)
 {
 	struct ubt_root *root;
 	u64 objectid;
@@ -300,7 +302,7 @@ static int parent_of(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct ubt
 	return ret;
 }
 
-int ubt_lookup(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino *ino, struct stat *st)
+static int lookup_(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino *ino, struct stat *st)
 {
 	struct ubt_root *root, *croot;
 	u64 dir, cobj;
@@ -338,7 +340,7 @@ int ubt_lookup(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino *ino, struc
 	return encode_ino(fs, croot, cobj, ino, NULL);
 }
 
-int ubt_resolve(ubt_fs *fs, const char *path, ubt_ino *ino, struct stat *st)
+static int resolve_(ubt_fs *fs, const char *path, ubt_ino *ino, struct stat *st)
 {
 	ubt_ino cur = UBT_ROOT_INO;
 	char name[BTRFS_NAME_LEN + 1];
@@ -359,14 +361,14 @@ int ubt_resolve(ubt_fs *fs, const char *path, ubt_ino *ino, struct stat *st)
 			return -ENAMETOOLONG;
 		memcpy(name, p, len);
 		name[len] = 0;
-		ret = ubt_lookup(fs, cur, name, &cur, NULL);
+		ret = lookup_(fs, cur, name, &cur, NULL);
 		if (ret)
 			return ret;
 		p += len;
 	}
 	if (ino)
 		*ino = cur;
-	return st ? ubt_getattr(fs, cur, st) : 0;
+	return st ? getattr_pub_(fs, cur, st) : 0;
 }
 
 static unsigned dtype_of(u8 ft)
@@ -404,7 +406,7 @@ static int readdir_cb(void *arg, u64 index, const char *name, size_t name_len, c
 	return rc->filler(rc->ctx, name, name_len, ino, dtype_of(type), index + 1) ? 1 : 0;
 }
 
-int ubt_readdir(ubt_fs *fs, ubt_ino dir, uint64_t off, ubt_filldir_t filler, void *ctx)
+static int readdir_(ubt_fs *fs, ubt_ino dir, uint64_t off, ubt_filldir_t filler, void *ctx)
 {
 	struct readdir_ctx rc = { .fs = fs, .filler = filler, .ctx = ctx };
 	struct stat st;
@@ -444,7 +446,7 @@ int ubt_readdir(ubt_fs *fs, ubt_ino dir, uint64_t off, ubt_filldir_t filler, voi
 	return ret < 0 ? ret : 0;
 }
 
-ssize_t ubt_readlink(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
+static ssize_t readlink_(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
 {
 	struct ubt_root *root;
 	u64 objectid;
@@ -465,7 +467,7 @@ ssize_t ubt_readlink(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
 	return ret;
 }
 
-ssize_t ubt_getxattr(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_t size)
+static ssize_t getxattr_(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_t size)
 {
 	struct ubt_root *root;
 	u64 objectid;
@@ -478,7 +480,7 @@ ssize_t ubt_getxattr(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_
 	return ubt_xattr_get(root, objectid, name, buf, size);
 }
 
-ssize_t ubt_listxattr(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
+static ssize_t listxattr_(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
 {
 	struct ubt_root *root;
 	u64 objectid;
@@ -491,7 +493,7 @@ ssize_t ubt_listxattr(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
 	return ubt_xattr_list(root, objectid, buf, size);
 }
 
-int ubt_open(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
+static int open_(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
 {
 	struct ubt_file *f;
 	mode_t mode;
@@ -521,7 +523,7 @@ int ubt_open(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
 		ret = -EINVAL;
 		goto fail;
 	}
-	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+	if (fs->rdonly && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))) {
 		ret = -EROFS;
 		goto fail;
 	}
@@ -532,22 +534,54 @@ fail:
 	return ret;
 }
 
-ssize_t ubt_pread(ubt_file *f, void *buf, size_t size, uint64_t off)
+static ssize_t pread_(ubt_file *f, void *buf, size_t size, uint64_t off)
 {
+	struct btrfs_inode_item ii;
+	const struct btrfs_inode_item *inode = &f->inode;
+	u32 sectorsize = f->fs->fs_info->sectorsize;
+	ssize_t ret;
+
 	if (off > (u64)INT64_MAX)
 		return -EINVAL;
 	if (size > (size_t)SSIZE_MAX)
 		size = (size_t)SSIZE_MAX;
-	return ubt_file_read(f->root, f->objectid, &f->inode, buf, size, off);
+	if (!f->fs->rdonly) {
+		/* The file may have changed since it was opened: use its current size and flags. */
+		int err = ubt_inode_read(f->root, f->objectid, &ii);
+		if (err)
+			return err;
+		inode = &ii;
+	}
+	ret = ubt_file_read(f->root, f->objectid, inode, buf, size, off);
+	if (ret == -EIO && size > sectorsize) {
+		/* Like a disk read: return what precedes the first bad sector; EIO only for it. */
+		size_t done = 0;
+
+		while (done < size) {
+			size_t chunk = ubt_min(size - done, (size_t)(sectorsize - ((off + done) % sectorsize)));
+			ssize_t n = ubt_file_read(f->root, f->objectid, inode, (char *)buf + done, chunk, off + done);
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+			if ((size_t)n < chunk)
+				break;
+		}
+		ret = done ? (ssize_t)done : -EIO;
+	}
+	return ret;
 }
 
 int ubt_close(ubt_file *f)
 {
+	int ret = 0;
+
+	if (!f->fs->rdonly)
+		ret = ubt_inode_release(f->root, f->objectid, 1);
 	free(f);
-	return 0;
+	return ret;
 }
 
-int ubt_statfs(ubt_fs *fs, struct statvfs *st)
+static int statfs_(ubt_fs *fs, struct statvfs *st)
 {
 	struct ubt_fs_info *fi = fs->fs_info;
 	u64 total = le64toh(fi->super.total_bytes), used = le64toh(fi->super.bytes_used);
@@ -570,10 +604,117 @@ int ubt_statfs(ubt_fs *fs, struct statvfs *st)
 
 void ubt_forget(ubt_fs *fs, ubt_ino ino, uint64_t nlookup)
 {
-	/* Inode numbers are computed, not allocated: nothing to release. */
-	(void)fs;
-	(void)ino;
-	(void)nlookup;
+	struct ubt_root *root;
+	u64 objectid;
+
+	/* Inode numbers are computed, not allocated; only the write side counts references. */
+	if (fs->rdonly || decode_ino(fs, ino, &root, &objectid))
+		return;
+	ubt_inode_release(root, objectid, nlookup);
+}
+
+/* ---- public read calls: each holds the tree lock for reading (writers exclude them) ---- */
+
+#define WITH_READ_LOCK(fs, type, call)                                                             \
+	do {                                                                                        \
+		type ret_;                                                                          \
+		ubt_tree_read_lock((fs)->fs_info);                                                  \
+		ret_ = (call);                                                                      \
+		ubt_tree_read_unlock((fs)->fs_info);                                                \
+		return ret_;                                                                        \
+	} while (0)
+
+int ubt_getattr(ubt_fs *fs, ubt_ino ino, struct stat *st)
+{
+	WITH_READ_LOCK(fs, int, getattr_pub_(fs, ino, st));
+}
+
+int ubt_lookup(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino *ino, struct stat *st)
+{
+	struct ubt_root *root;
+	u64 objectid;
+	int ret;
+
+	ubt_tree_read_lock(fs->fs_info);
+	ret = lookup_(fs, parent, name, ino, st);
+	/* A lookup is a reference until ubt_forget: an unlinked inode lives while it is held. */
+	if (!ret && ino && !fs->rdonly && !decode_ino(fs, *ino, &root, &objectid))
+		ubt_inode_hold(root, objectid, 1);
+	ubt_tree_read_unlock(fs->fs_info);
+	return ret;
+}
+
+int ubt_resolve(ubt_fs *fs, const char *path, ubt_ino *ino, struct stat *st)
+{
+	WITH_READ_LOCK(fs, int, resolve_(fs, path, ino, st));
+}
+
+int ubt_readdir(ubt_fs *fs, ubt_ino dir, uint64_t off, ubt_filldir_t filler, void *ctx)
+{
+	WITH_READ_LOCK(fs, int, readdir_(fs, dir, off, filler, ctx));
+}
+
+ssize_t ubt_readlink(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
+{
+	WITH_READ_LOCK(fs, ssize_t, readlink_(fs, ino, buf, size));
+}
+
+ssize_t ubt_getxattr(ubt_fs *fs, ubt_ino ino, const char *name, void *buf, size_t size)
+{
+	WITH_READ_LOCK(fs, ssize_t, getxattr_(fs, ino, name, buf, size));
+}
+
+ssize_t ubt_listxattr(ubt_fs *fs, ubt_ino ino, char *buf, size_t size)
+{
+	WITH_READ_LOCK(fs, ssize_t, listxattr_(fs, ino, buf, size));
+}
+
+int ubt_open(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
+{
+	int ret;
+
+	ubt_tree_read_lock(fs->fs_info);
+	ret = open_(fs, ino, flags, out);
+	if (!ret && !fs->rdonly)
+		ubt_inode_hold((*out)->root, (*out)->objectid, 1);
+	ubt_tree_read_unlock(fs->fs_info);
+	return ret;
+}
+
+ssize_t ubt_pread(ubt_file *f, void *buf, size_t size, uint64_t off)
+{
+	WITH_READ_LOCK(f->fs, ssize_t, pread_(f, buf, size, off));
+}
+
+int ubt_statfs(ubt_fs *fs, struct statvfs *st)
+{
+	WITH_READ_LOCK(fs, int, statfs_(fs, st));
+}
+
+/* Commits every commit_interval seconds while mounted read-write (the kernel's commit= option). */
+static void *commit_thread_fn(void *arg)
+{
+	ubt_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->commit_lock);
+	while (!fs->stopping) {
+		struct timespec deadline;
+		int ret;
+
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += fs->commit_interval;
+		while (!fs->stopping && pthread_cond_timedwait(&fs->commit_cond, &fs->commit_lock, &deadline) != ETIMEDOUT)
+			;
+		if (fs->stopping)
+			break;
+		pthread_mutex_unlock(&fs->commit_lock);
+		ret = ubt_commit_if_dirty(fs->fs_info);
+		if (ret && ret != -EROFS)
+			ubt_err("periodic commit failed: %s", ubt_strerror(ret));
+		pthread_mutex_lock(&fs->commit_lock);
+	}
+	pthread_mutex_unlock(&fs->commit_lock);
+	return NULL;
 }
 
 /* The default subvolume: the "default" entry of the root tree's directory, else the top level. */
@@ -607,11 +748,7 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 
 	if (!opts)
 		opts = &defaults;
-	if (!(opts->flags & UBT_MOUNT_RDONLY)) {
-		ubt_err("%s: read-write mounts are not supported yet; mount read-only", path);
-		return -EROFS;
-	}
-	ret = ubt_bdev_open_file(path, true, &bdev);
+	ret = ubt_bdev_open_file(path, opts->flags & UBT_MOUNT_RDONLY, &bdev);
 	if (ret)
 		return ret;
 	fs = calloc(1, sizeof(*fs));
@@ -620,14 +757,25 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&fs->lock, NULL);
-	fs->rdonly = true;
-	oflags |= UBT_OPEN_RDONLY;
+	pthread_mutex_init(&fs->commit_lock, NULL);
+	pthread_cond_init(&fs->commit_cond, NULL);
+	fs->rdonly = opts->flags & UBT_MOUNT_RDONLY;
+	if (fs->rdonly)
+		oflags |= UBT_OPEN_RDONLY;
 	if (opts->flags & UBT_MOUNT_NOLOGREPLAY)
 		oflags |= UBT_OPEN_NOLOGREPLAY;
 	ret = ubt_open_ctree(bdev, oflags, opts->cache_bytes, &fs->fs_info);
 	if (ret) {
 		ubt_bdev_close(bdev);
 		goto fail;
+	}
+	if (!fs->rdonly) {
+		ret = ubt_alloc_init(fs->fs_info);
+		if (ret) {
+			ubt_err("%s: cannot prepare the allocator for a read-write mount: %s", path, ubt_strerror(ret));
+			goto fail;
+		}
+		fs->alloc_ready = true;
 	}
 
 	if (opts->subvolid) {
@@ -660,7 +808,7 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 				goto fail;
 			fs->subvols[0] = top;
 		}
-		ret = ubt_resolve(fs, opts->subvol, &ino, NULL);
+		ret = resolve_(fs, opts->subvol, &ino, NULL);
 		if (ret) {
 			ubt_err("%s: subvol=%s: %s", path, opts->subvol, ubt_strerror(ret));
 			goto fail;
@@ -685,6 +833,16 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 		if (ret)
 			goto fail;
 	}
+	if (!fs->rdonly) {
+		ret = ubt_fs_rw_start(fs);
+		if (ret)
+			goto fail;
+		fs->commit_interval = opts->commit_interval ? opts->commit_interval : 30;
+		ret = -pthread_create(&fs->commit_thread, NULL, commit_thread_fn, fs);
+		if (ret)
+			goto fail;
+		fs->commit_thread_running = true;
+	}
 	*out = fs;
 	return 0;
 fail:
@@ -694,11 +852,31 @@ fail:
 
 int ubt_unmount(ubt_fs *fs)
 {
+	int ret = 0;
+
 	if (!fs)
 		return 0;
+	if (fs->commit_thread_running) {
+		pthread_mutex_lock(&fs->commit_lock);
+		fs->stopping = true;
+		pthread_cond_signal(&fs->commit_cond);
+		pthread_mutex_unlock(&fs->commit_lock);
+		pthread_join(fs->commit_thread, NULL);
+	}
+	if (!fs->rdonly && fs->fs_info && !fs->fs_info->fs_error && fs->alloc_ready) {
+		ubt_fs_rw_stop(fs);
+		ret = ubt_commit_if_dirty(fs->fs_info);
+		if (ret)
+			ubt_err("unmount: the final commit failed: %s; changes since the last commit are lost",
+				ubt_strerror(ret));
+	}
+	if (fs->alloc_ready)
+		ubt_alloc_exit(fs->fs_info);
 	ubt_close_ctree(fs->fs_info);
 	free(fs->subvols);
 	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->commit_lock);
+	pthread_cond_destroy(&fs->commit_cond);
 	free(fs);
-	return 0;
+	return ret;
 }

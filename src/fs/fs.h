@@ -24,7 +24,24 @@ struct ubt_fs {
 	pthread_mutex_t lock;     /* protects subvols */
 	struct ubt_root **subvols; /* index -> root; [0] is the mounted subvolume */
 	u32 nr_subvols, cap_subvols;
+
+	/* Read-write mounts. */
+	bool alloc_ready;
+	pthread_t commit_thread;
+	bool commit_thread_running;
+	pthread_mutex_t commit_lock; /* protects stopping; pairs with commit_cond */
+	pthread_cond_t commit_cond;
+	bool stopping;
+	unsigned commit_interval; /* seconds */
+	void *write_state;        /* the write side's private state (api-write.c) */
 };
+
+/*
+ * Hooks into the write side (api-write.c): called at the end of a read-write mount (orphan
+ * cleanup, per-mount state) and at the start of unmount, before the final commit.
+ */
+int ubt_fs_rw_start(ubt_fs *fs);
+void ubt_fs_rw_stop(ubt_fs *fs);
 
 struct ubt_file {
 	ubt_fs *fs;
