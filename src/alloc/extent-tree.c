@@ -843,12 +843,12 @@ static int free_extent_space(struct ubt_trans_handle *h, const struct ubt_dhead 
 		ubt_err("extent %llu freed twice", (unsigned long long)hd->bytenr);
 		return ret == -EEXIST ? -EUCLEAN : ret;
 	}
-	if (!on_disk)
-		return 0;
-	ret = ubt_fst_add(h, bg, hd->bytenr, hd->num_bytes);
-	if (!ret && hd->is_data)
+	/* Checksums go with the data even when the extent never reached the extent tree. */
+	if (hd->is_data)
 		ret = del_csums(h, hd->bytenr, hd->num_bytes);
-	return ret;
+	if (!on_disk || ret)
+		return ret;
+	return ubt_fst_add(h, bg, hd->bytenr, hd->num_bytes);
 }
 
 static int run_head(struct ubt_trans_handle *h, struct ubt_dhead *hd)

@@ -678,6 +678,15 @@ int ubt_open(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
 	if (!ret && !fs->rdonly)
 		ubt_inode_hold((*out)->root, (*out)->objectid, 1);
 	ubt_tree_read_unlock(fs->fs_info);
+	if (!ret && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
+		struct stat st = { .st_size = 0 };
+
+		ret = ubt_setattr(fs, ino, &st, UBT_SET_SIZE | UBT_SET_MTIME_NOW, NULL);
+		if (ret) {
+			ubt_close(*out);
+			*out = NULL;
+		}
+	}
 	return ret;
 }
 
