@@ -23,6 +23,7 @@
 #include "mkfs.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <glob.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1501,6 +1503,458 @@ fail:
 	return ret;
 }
 
+/* ---- --rootdir: copy a directory tree into the new filesystem ---- */
+
+/*
+ * The copy goes through the library's public read-write API on the freshly written image:
+ * ubt_mount (read-write), then for each entry ubt_mkdir / ubt_mknod (+ ubt_open, ubt_pwrite for
+ * the data, holes skipped) / ubt_symlink / ubt_link (hard links), ubt_setxattr, and ubt_setattr
+ * for exact mode, owner and times (directories after their children); ubt_unmount commits.
+ * The write calls are weak references: a library without them (or a link that left them out)
+ * makes --rootdir fail up front with "not supported yet" rather than fail to build.
+ */
+#pragma weak ubt_mknod
+#pragma weak ubt_mkdir
+#pragma weak ubt_symlink
+#pragma weak ubt_link
+#pragma weak ubt_setattr
+#pragma weak ubt_setxattr
+#pragma weak ubt_pwrite
+
+static bool mk_rootdir_supported(void)
+{
+	return ubt_mknod && ubt_mkdir && ubt_symlink && ubt_link && ubt_setattr && ubt_setxattr && ubt_pwrite;
+}
+
+struct mk_hardlink {
+	dev_t dev;
+	ino_t ino;
+	ubt_ino uino;
+};
+
+struct mk_copy {
+	ubt_fs *fs;
+	const struct mk_config *cfg;
+	struct stat image_st;       /* the image itself is never copied into itself */
+	bool have_image_st;
+	struct mk_hardlink *links;  /* inodes with nlink > 1 already copied (held until the end) */
+	size_t nr_links, cap_links;
+	u64 total_bytes, done_bytes;
+	u64 nr_entries;
+	bool progress;
+	int last_pct;
+	char *buf;
+	bool warned_xattr;
+};
+
+static void mk_progress(struct mk_copy *cp, bool final)
+{
+	int pct = cp->total_bytes ? (int)(cp->done_bytes * 100 / cp->total_bytes) : 100;
+	char bar[41];
+
+	if (!cp->progress || (!final && pct == cp->last_pct))
+		return;
+	cp->last_pct = pct;
+	memset(bar, ' ', 40);
+	memset(bar, '#', (size_t)(pct * 40 / 100));
+	bar[40] = 0;
+	fprintf(stderr, "\rCopying [%s] %3d%%  %llu/%llu MiB, %llu entries", bar, pct,
+		(unsigned long long)(cp->done_bytes / SZ_1M), (unsigned long long)(cp->total_bytes / SZ_1M),
+		(unsigned long long)cp->nr_entries);
+	if (final)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static int mk_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in directory @path, sorted (for a reproducible image); caller frees. */
+static int mk_list_dir(const char *path, char ***names, size_t *nr)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int ret = 0;
+
+	if (!d)
+		return -errno;
+	while ((errno = 0, de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			char **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+
+			if (!nv) {
+				ret = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		v[n] = strdup(de->d_name);
+		if (!v[n]) {
+			ret = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	if (!ret && errno)
+		ret = -errno;
+	closedir(d);
+	if (ret) {
+		while (n)
+			free(v[--n]);
+		free(v);
+		return ret;
+	}
+	qsort(v, n, sizeof(*v), mk_name_cmp);
+	*names = v;
+	*nr = n;
+	return 0;
+}
+
+static void mk_free_names(char **v, size_t n)
+{
+	while (n)
+		free(v[--n]);
+	free(v);
+}
+
+static char *mk_join(const char *dir, const char *name)
+{
+	char *p;
+
+	return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+/* First pass: bytes of regular files, for the progress bar. */
+static void mk_measure(struct mk_copy *cp, const char *path)
+{
+	char **names;
+	size_t n;
+
+	if (mk_list_dir(path, &names, &n))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char *p = mk_join(path, names[i]);
+		struct stat st;
+
+		if (p && !lstat(p, &st)) {
+			if (S_ISREG(st.st_mode))
+				cp->total_bytes += (u64)st.st_size;
+			else if (S_ISDIR(st.st_mode))
+				mk_measure(cp, p);
+		}
+		free(p);
+	}
+	mk_free_names(names, n);
+}
+
+static int mk_copy_xattrs(struct mk_copy *cp, const char *path, ubt_ino ino)
+{
+	ssize_t len = llistxattr(path, NULL, 0);
+	char *list = NULL, *val = NULL;
+	int ret = 0;
+
+	if (len <= 0)
+		return 0;
+	list = malloc((size_t)len);
+	if (!list)
+		return -ENOMEM;
+	len = llistxattr(path, list, (size_t)len);
+	for (ssize_t off = 0; len > 0 && off < len; off += (ssize_t)strlen(list + off) + 1) {
+		const char *name = list + off;
+		ssize_t vlen = lgetxattr(path, name, NULL, 0);
+
+		if (vlen < 0)
+			continue;
+		free(val);
+		val = malloc((size_t)vlen + 1);
+		if (!val) {
+			ret = -ENOMEM;
+			break;
+		}
+		vlen = lgetxattr(path, name, val, (size_t)vlen);
+		if (vlen < 0)
+			continue;
+		ret = ubt_setxattr(cp->fs, ino, name, val, (size_t)vlen, 0);
+		if (ret == -EOPNOTSUPP || ret == -EPERM) {
+			if (!cp->warned_xattr)
+				mk_warn("%s: extended attribute %s not copied: %s", path, name, ubt_strerror(ret));
+			cp->warned_xattr = true;
+			ret = 0;
+		}
+		if (ret) {
+			mk_err("%s: cannot copy extended attribute %s: %s", path, name, ubt_strerror(ret));
+			break;
+		}
+	}
+	free(val);
+	free(list);
+	return ret;
+}
+
+static int mk_copy_data(struct mk_copy *cp, const char *path, ubt_ino ino, const struct stat *st)
+{
+	const size_t bufsz = 1024 * 1024;
+	ubt_file *f = NULL;
+	int fd, ret;
+	off_t pos = 0, end = st->st_size;
+
+	if (!st->st_size)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		ret = -errno;
+		mk_err("cannot open %s: %s", path, strerror(errno));
+		return ret;
+	}
+	ret = ubt_open(cp->fs, ino, O_WRONLY, &f);
+	if (ret) {
+		mk_err("%s: cannot open the new file: %s", path, ubt_strerror(ret));
+		goto out;
+	}
+	while (pos < end) {
+		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+
+		if (data < 0) {
+			if (errno == ENXIO) /* only a hole is left */
+				break;
+			data = pos; /* no SEEK_DATA support: copy everything */
+		}
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		cp->done_bytes += (u64)(data - pos);
+		for (pos = data; pos < hole;) {
+			ssize_t n = pread(fd, cp->buf, (size_t)ubt_min((off_t)bufsz, hole - pos), pos);
+			ssize_t w;
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				ret = n < 0 ? -errno : -EIO;
+				mk_err("cannot read %s: %s", path, n < 0 ? strerror(errno) : "file shrank");
+				goto out;
+			}
+			w = ubt_pwrite(f, cp->buf, (size_t)n, (u64)pos);
+			if (w != n) {
+				ret = w < 0 ? (int)w : -EIO;
+				mk_err("%s: cannot write into the new filesystem: %s", path, ubt_strerror(ret));
+				goto out;
+			}
+			pos += n;
+			cp->done_bytes += (u64)n;
+			mk_progress(cp, false);
+		}
+	}
+	if (pos < end) {
+		struct stat sz = { .st_size = end };
+
+		cp->done_bytes += (u64)(end - pos);
+		ret = ubt_setattr(cp->fs, ino, &sz, UBT_SET_SIZE, NULL);
+		if (ret)
+			mk_err("%s: cannot set the size: %s", path, ubt_strerror(ret));
+	}
+out:
+	if (f) {
+		int ret2 = ubt_close(f);
+
+		if (!ret && ret2) {
+			ret = ret2;
+			mk_err("%s: %s", path, ubt_strerror(ret2));
+		}
+	}
+	close(fd);
+	return ret;
+}
+
+static int mk_copy_attrs(struct mk_copy *cp, const char *path, ubt_ino ino, const struct stat *st)
+{
+	unsigned set = UBT_SET_UID | UBT_SET_GID | UBT_SET_ATIME | UBT_SET_MTIME;
+	int ret;
+
+	if (!S_ISLNK(st->st_mode))
+		set |= UBT_SET_MODE;
+	ret = ubt_setattr(cp->fs, ino, st, set, NULL);
+	if (ret)
+		mk_err("%s: cannot set mode, owner and times: %s", path, ubt_strerror(ret));
+	return ret;
+}
+
+static int mk_copy_dir(struct mk_copy *cp, const char *path, ubt_ino dir);
+
+/* Create @name (found at @path, described by @st) in @dir and fill it in. */
+static int mk_copy_entry(struct mk_copy *cp, const char *path, const char *name, const struct stat *st, ubt_ino dir)
+{
+	struct mk_hardlink *hl = NULL;
+	ubt_ino ino = 0;
+	bool keep = false;
+	int ret = 0;
+
+	cp->nr_entries++;
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+		for (size_t i = 0; i < cp->nr_links; i++) {
+			if (cp->links[i].dev == st->st_dev && cp->links[i].ino == st->st_ino)
+				hl = &cp->links[i];
+		}
+		if (hl) {
+			ret = ubt_link(cp->fs, hl->uino, dir, name, NULL);
+			if (ret) {
+				mk_err("%s: cannot create the hard link: %s", path, ubt_strerror(ret));
+				return ret;
+			}
+			ubt_forget(cp->fs, hl->uino, 1);
+			cp->done_bytes += S_ISREG(st->st_mode) ? (u64)st->st_size : 0;
+			return 0;
+		}
+	}
+	switch (st->st_mode & S_IFMT) {
+	case S_IFDIR:
+		ret = ubt_mkdir(cp->fs, dir, name, st->st_mode & 07777, st->st_uid, st->st_gid, &ino, NULL);
+		break;
+	case S_IFLNK: {
+		char *target = malloc((size_t)st->st_size + 1);
+		ssize_t n;
+
+		if (!target)
+			return -ENOMEM;
+		n = readlink(path, target, (size_t)st->st_size + 1);
+		if (n < 0 || n > st->st_size) {
+			free(target);
+			mk_err("cannot read the symlink %s", path);
+			return n < 0 ? -errno : -EIO;
+		}
+		target[n] = 0;
+		ret = ubt_symlink(cp->fs, dir, name, target, st->st_uid, st->st_gid, &ino, NULL);
+		free(target);
+		break;
+	}
+	case S_IFREG:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		ret = ubt_mknod(cp->fs, dir, name, st->st_mode, st->st_rdev, st->st_uid, st->st_gid, &ino, NULL);
+		break;
+	default:
+		mk_warn("%s: unknown file type, skipped", path);
+		return 0;
+	}
+	if (ret) {
+		mk_err("%s: cannot create: %s", path, ubt_strerror(ret));
+		return ret;
+	}
+	if (S_ISREG(st->st_mode))
+		ret = mk_copy_data(cp, path, ino, st);
+	else if (S_ISDIR(st->st_mode))
+		ret = mk_copy_dir(cp, path, ino);
+	if (!ret)
+		ret = mk_copy_xattrs(cp, path, ino);
+	if (!ret)
+		ret = mk_copy_attrs(cp, path, ino, st);
+	if (!ret && !S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+		if (cp->nr_links == cp->cap_links) {
+			size_t cap = cp->cap_links ? cp->cap_links * 2 : 64;
+			struct mk_hardlink *n = realloc(cp->links, cap * sizeof(*n));
+
+			if (!n)
+				ret = -ENOMEM;
+			else {
+				cp->links = n;
+				cp->cap_links = cap;
+			}
+		}
+		if (!ret) {
+			cp->links[cp->nr_links++] = (struct mk_hardlink){ st->st_dev, st->st_ino, ino };
+			keep = true; /* the lookup reference keeps the handle valid for later links */
+		}
+	}
+	if (!keep)
+		ubt_forget(cp->fs, ino, 1);
+	return ret;
+}
+
+static int mk_copy_dir(struct mk_copy *cp, const char *path, ubt_ino dir)
+{
+	char **names;
+	size_t n;
+	int ret;
+
+	ret = mk_list_dir(path, &names, &n);
+	if (ret) {
+		mk_err("cannot read the directory %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	for (size_t i = 0; i < n && !ret; i++) {
+		char *p = mk_join(path, names[i]);
+		struct stat st;
+
+		if (!p) {
+			ret = -ENOMEM;
+			break;
+		}
+		if (lstat(p, &st)) {
+			ret = -errno;
+			mk_err("cannot stat %s: %s", p, strerror(errno));
+		} else if (cp->have_image_st && st.st_dev == cp->image_st.st_dev && st.st_ino == cp->image_st.st_ino) {
+			mk_warn("%s is the image being created: not copied into itself", p);
+		} else {
+			ret = mk_copy_entry(cp, p, names[i], &st, dir);
+		}
+		free(p);
+	}
+	mk_free_names(names, n);
+	return ret;
+}
+
+/* Mount the new filesystem and copy cfg->rootdir into its top directory. */
+static int mk_populate(const struct mk_config *cfg)
+{
+	struct mk_copy cp = { .cfg = cfg, .last_pct = -1 };
+	struct ubt_mount_opts opts = { 0 };
+	struct stat st;
+	int ret, ret2;
+
+	cp.progress = !cfg->quiet && isatty(STDERR_FILENO);
+	cp.have_image_st = !stat(cfg->path, &cp.image_st);
+	cp.buf = malloc(1024 * 1024);
+	if (!cp.buf)
+		return -ENOMEM;
+	if (lstat(cfg->rootdir, &st)) {
+		ret = -errno;
+		mk_err("cannot stat %s: %s", cfg->rootdir, strerror(errno));
+		goto out_free;
+	}
+	if (cp.progress)
+		mk_measure(&cp, cfg->rootdir);
+	ret = ubt_mount(cfg->path, &opts, &cp.fs);
+	if (ret) {
+		mk_err("cannot mount the new filesystem to fill it: %s", ubt_strerror(ret));
+		goto out_free;
+	}
+	ret = mk_copy_dir(&cp, cfg->rootdir, UBT_ROOT_INO);
+	if (!ret)
+		ret = mk_copy_xattrs(&cp, cfg->rootdir, UBT_ROOT_INO);
+	if (!ret)
+		ret = mk_copy_attrs(&cp, cfg->rootdir, UBT_ROOT_INO, &st);
+	for (size_t i = 0; i < cp.nr_links; i++)
+		ubt_forget(cp.fs, cp.links[i].uino, 1);
+	mk_progress(&cp, true);
+	ret2 = ubt_unmount(cp.fs);
+	if (ret2) {
+		mk_err("cannot commit the copied files: %s", ubt_strerror(ret2));
+		ret = ret ? ret : ret2;
+	}
+out_free:
+	free(cp.links);
+	free(cp.buf);
+	return ret;
+}
+
 /* ---- Command line ---- */
 
 struct mk_feature {
@@ -1659,7 +2113,7 @@ void ubt_mkfs_usage(FILE *out)
 		"  -O|--features LIST      comma-separated features, ^ disables (-O list-all to list)\n"
 		"  -U|--uuid UUID          filesystem UUID\n"
 		"  -f|--force              overwrite an existing filesystem or signature\n"
-		"  -r|--rootdir DIR        copy DIR into the new filesystem (not supported yet)\n"
+		"  -r|--rootdir DIR        copy DIR (files, links, xattrs, owners, times) into the filesystem\n"
 		"  -K|--nodiscard          accepted for compatibility (ubtrfs mkfs never discards)\n"
 		"  -q|--quiet              print nothing but errors\n"
 		"  -V|--version            print the version\n"
@@ -1816,15 +2270,21 @@ static int mk_check_config(struct mk_config *cfg)
 	if (cfg->nodesize > (u32)sysconf(_SC_PAGESIZE))
 		cfg->incompat |= BTRFS_FEATURE_INCOMPAT_BIG_METADATA;
 	if (cfg->rootdir) {
-		/*
-		 * Design: after mk_write_fs(), mount the new image read-write with ubt_mount() and copy
-		 * the directory tree through the public namespace API (ubt_mkdir, ubt_mknod, ubt_symlink,
-		 * ubt_link, ubt_open + ubt_pwrite, ubt_setxattr, ubt_setattr for times and ownership),
-		 * then ubt_unmount(). Those calls are declared but not implemented in the library yet.
-		 */
-		mk_err("--rootdir is not supported yet: it needs the library's read-write API "
-		       "(ubt_mkdir, ubt_pwrite, ...), which is not implemented");
-		return -EOPNOTSUPP;
+		struct stat st;
+
+		if (stat(cfg->rootdir, &st)) {
+			mk_err("--rootdir %s: %s", cfg->rootdir, strerror(errno));
+			return -ENOENT;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			mk_err("--rootdir %s: not a directory", cfg->rootdir);
+			return -ENOTDIR;
+		}
+		if (!mk_rootdir_supported()) {
+			mk_err("--rootdir is not supported yet: it needs the library's read-write API "
+			       "(ubt_mkdir, ubt_pwrite, ...), which this build does not have");
+			return -EOPNOTSUPP;
+		}
 	}
 	return 0;
 }
@@ -1888,7 +2348,7 @@ int ubt_cmd_mkfs(int argc, char **argv)
 	}
 	ret = mk_check_config(&cfg);
 	if (ret)
-		return ret == -EOPNOTSUPP ? MK_EXIT_FAIL : MK_EXIT_USAGE;
+		return ret == -EINVAL ? MK_EXIT_USAGE : MK_EXIT_FAIL;
 	if (!cfg.have_fsid)
 		mk_random_uuid(cfg.fsid);
 	min_size = mk_min_dev_size(cfg.meta_profile, cfg.data_profile);
@@ -1940,6 +2400,18 @@ int ubt_cmd_mkfs(int argc, char **argv)
 		goto out;
 	if (!cfg.quiet)
 		mk_print_summary(fs);
+	if (cfg.rootdir) {
+		/* The library takes its own (exclusive) hold of the device. */
+		ubt_bdev_close(bdev);
+		bdev = NULL;
+		if (!cfg.quiet)
+			printf("Rootdir:            %s\n", cfg.rootdir);
+		ret = mk_populate(&cfg);
+		if (ret) {
+			mk_err("%s holds an empty or partly filled filesystem", cfg.path);
+			goto out;
+		}
+	}
 	status = MK_EXIT_OK;
 out:
 	if (fs) {

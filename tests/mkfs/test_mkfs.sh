@@ -282,7 +282,54 @@ expect_usage "unknown feature" "unrecognized filesystem feature" -f -O frobnicat
 expect_usage "unsupported feature" "not supported" -f -O raid56 "$IMG"
 expect_usage "bad uuid" "invalid UUID" -f -U not-a-uuid "$IMG"
 expect_usage "no device" "no device" -f
-expect_usage "--rootdir" "not supported yet" -f --rootdir "$T" "$IMG"
+
+# --- --rootdir: needs the library's write API; without it, a clear refusal ---
+SRC=$T/src
+mkdir -p "$SRC/d/e" "$SRC/empty"
+echo hello > "$SRC/hello"
+head -c 3000000 /dev/urandom > "$SRC/d/big"
+dd if=/dev/urandom of="$SRC/d/sparse" bs=4096 seek=100 count=2 status=none
+truncate -s 2M "$SRC/d/tailhole"
+ln -s hello "$SRC/link"
+ln "$SRC/hello" "$SRC/d/hard"
+mkfifo "$SRC/fifo"
+for i in $(seq 1 300); do echo "$i" > "$SRC/d/e/f$i"; done
+setfattr -n user.k -v v "$SRC/hello" 2>/dev/null
+chmod 4750 "$SRC/d"
+chown 1000:1000 "$SRC/d/e"
+touch -d 2001-01-01 "$SRC/d/big"
+"$UBTRFS_BIN" mkfs -f --rootdir "$SRC" "$IMG" > "$T/mkfs.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "not supported yet" "$T/mkfs.log"; then
+	ok "--rootdir refused clearly (this build has no read-write library API)"
+elif [ $rc = 0 ]; then
+	check "$IMG" "--rootdir"
+	l=$(attach "$IMG")
+	if mount -t btrfs -o ro "$l" "$MNT"; then
+		diff -r --no-dereference "$SRC" "$MNT" > "$T/diff.log" 2>&1
+		grep -v "is a fifo while" "$T/diff.log" | grep -q . && { bad "--rootdir content"; head "$T/diff.log"; } ||
+			ok "--rootdir content as the source"
+		# Files: mode, owner, size, links, mtime; directories: mode, owner.
+		lst() { (cd "$1" && find . -printf '%p %m %U %G %y ' \( -type d -printf '\n' -o -printf '%s %n %T@\n' \) | sort); }
+		[ "$(lst "$SRC")" = "$(lst "$MNT")" ] && ok "--rootdir modes, owners, sizes, links, times" ||
+			{ bad "--rootdir metadata"; diff <(lst "$SRC") <(lst "$MNT") | head; }
+		[ "$(getfattr --only-values -n user.k "$MNT/hello" 2>/dev/null)" = v ] && ok "--rootdir xattr" ||
+			bad "--rootdir xattr"
+		umount "$MNT"
+	else
+		bad "kernel mount of a --rootdir image"
+	fi
+	detach "$l"
+	kernel_write "$IMG" "--rootdir image"
+	check "$IMG" "--rootdir image after kernel writes"
+else
+	bad "--rootdir: exit $rc"
+	cat "$T/mkfs.log"
+fi
+mkfs -q -f --rootdir "$T/nonexistent" "$IMG"
+[ $? != 0 ] && grep -q "nonexistent" "$T/mkfs.log" && ok "--rootdir of a missing directory refused" ||
+	bad "--rootdir missing directory"
+mkfs -q -f "$IMG"
 check "$IMG" "untouched by the refused commands"
 "$UBTRFS_BIN" mkfs -V | grep -q "ubtrfs mkfs, version" && ok "-V" || bad "-V"
 "$UBTRFS_BIN" mkfs -O list-all | grep -q "block-group-tree" && ok "-O list-all" || bad "-O list-all"
