@@ -1,8 +1,18 @@
 /*
- * fuse_ops.c — the FUSE low-level operations: each request is translated to one public libubtrfs
- * call (include/ubtrfs.h) and its result to a reply. FUSE node ids are ubt_ino values
- * (UBT_ROOT_INO == FUSE_ROOT_ID); every reply that hands the kernel a node id (lookup,
- * readdirplus) takes exactly one library reference, which the kernel returns with forget.
+ * fuse_ops.c — the FUSE low-level operations: each request is translated to public libubtrfs
+ * calls (include/ubtrfs.h) and their result to a reply. FUSE node ids are ubt_ino values
+ * (UBT_ROOT_INO == FUSE_ROOT_ID).
+ *
+ * Lookup counts: every reply that hands the kernel a node id (lookup, readdirplus entries,
+ * create, mknod, mkdir, symlink, link) stands for exactly one library reference, taken by the
+ * library call that produced the entry (ubt_lookup, ubt_mknod, ubt_mkdir, ubt_symlink, ubt_link)
+ * and returned by the kernel's forget (ubt_forget). A reply the kernel never receives gives its
+ * reference back at once. Open files hold their own reference (ubt_open .. ubt_close).
+ *
+ * Read-write mounts: the kernel applies the umask (FUSE_CAP_DONT_MASK is off), checks
+ * permissions (default_permissions) and clears set-id bits itself (FUSE_CAP_HANDLE_KILLPRIV is
+ * off); O_TRUNC arrives in open (FUSE_CAP_ATOMIC_O_TRUNC) and is done here with ubt_setattr.
+ * No writeback cache: every write(2) is a WRITE request answered after ubt_pwrite returned.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fuse/ubt_fuse.h"
@@ -49,12 +60,19 @@ static void fill_entry(struct ubtf_ctx *ctx, struct fuse_entry_param *e, ubt_ino
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	/* Nothing changes under a read-only mount: let the kernel keep what it read. */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* O_TRUNC comes with the open request and is done in op_open/op_create. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/*
+	 * The kernel applies the umask, clears set-id bits on write/chown/truncate, and owns no
+	 * dirty data of ours: writes go to the library before write(2) returns.
+	 */
+	conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_DONT_MASK | FUSE_CAP_HANDLE_KILLPRIV |
+			FUSE_CAP_POSIX_ACL);
 }
 
 static void op_destroy(void *userdata)
@@ -354,24 +372,56 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* Flags for ubt_open: what the kernel already did (creation) or we do (truncation) is left out. */
+static int lib_open_flags(int flags)
+{
+	return flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+}
+
+/*
+ * Open @ino for @fi (and truncate it when @fi asks for O_TRUNC), fill @fi for the reply.
+ * On success *@out is the handle the reply will carry.
+ */
+static int open_file(struct ubtf_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi,
+		     ubt_file **out)
+{
+	ubt_file *f = NULL;
+	int ret;
+
+	if (ctx->rdonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		return -EROFS;
+	ret = ubt_open(ctx->fs, ino, lib_open_flags(fi->flags), &f);
+	if (ret)
+		return ret;
+	if (fi->flags & O_TRUNC) {
+		/* POSIX: an existing file opened with O_TRUNC gets new mtime and ctime. */
+		struct stat attr, st;
+
+		memset(&attr, 0, sizeof(attr));
+		ret = ubt_setattr(ctx->fs, ino, &attr, UBT_SET_SIZE | UBT_SET_MTIME_NOW, &st);
+		if (ret) {
+			ubt_close(f);
+			return ret;
+		}
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = ctx->rdonly; /* the image cannot change under a read-only mount */
+	fi->noflush = ctx->rdonly;
+	*out = f;
+	return 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
 	ubt_file *f = NULL;
 	int ret;
 
-	if (ctx->rdonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	ret = ubt_open(ctx->fs, ino, fi->flags, &f);
+	ret = open_file(ctx, ino, fi, &f);
 	if (ret) {
 		fuse_reply_err(req, to_errno(ctx, "open", ret));
 		return;
 	}
-	fi->fh = (uint64_t)(uintptr_t)f;
-	fi->keep_cache = ctx->rdonly; /* the image cannot change under a read-only mount */
-	fi->noflush = 1;
 	if (fuse_reply_open(req, fi))
 		ubt_close(f); /* interrupted: the kernel will not release it */
 }
@@ -510,6 +560,354 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	fuse_reply_err(req, (ctx->rdonly && (mask & W_OK)) ? EROFS : 0);
 }
 
+/* ---- changing the filesystem ---- */
+
+/*
+ * Owner and mode of a new inode in @parent: the caller's uid and gid, except in a set-group-id
+ * directory, whose gid the new inode takes (and a new directory its S_ISGID bit), as POSIX and
+ * Linux do. The kernel has applied the umask and stripped S_ISGID where the caller may not set it.
+ */
+static int new_owner(struct ubtf_ctx *ctx, fuse_req_t req, fuse_ino_t parent, mode_t *mode,
+		     uid_t *uid, gid_t *gid)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct stat pst;
+	int ret;
+
+	*uid = fc->uid;
+	*gid = fc->gid;
+	ret = ubt_getattr(ctx->fs, parent, &pst);
+	if (ret)
+		return ret;
+	if (!S_ISDIR(pst.st_mode))
+		return -ENOTDIR;
+	if (pst.st_mode & S_ISGID) {
+		*gid = pst.st_gid;
+		if (S_ISDIR(*mode))
+			*mode |= S_ISGID;
+	}
+	return 0;
+}
+
+/* Reply to a creating request whose library call returned @ret and, on success, one reference. */
+static void reply_new_entry(fuse_req_t req, const char *op, int ret, ubt_ino ino,
+			    const struct stat *st)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	struct fuse_entry_param e;
+
+	if (ret) {
+		fuse_reply_err(req, to_errno(ctx, op, ret));
+		return;
+	}
+	fill_entry(ctx, &e, ino, st);
+	if (fuse_reply_entry(req, &e))
+		ubt_forget(ctx->fs, ino, 1); /* the kernel never saw it */
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	struct stat st;
+	ubt_ino ino = 0;
+	uid_t uid;
+	gid_t gid;
+	int ret;
+
+	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
+	if (!ret)
+		ret = ubt_mknod(ctx->fs, parent, name, mode, rdev, uid, gid, &ino, &st);
+	reply_new_entry(req, "mknod", ret, ino, &st);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	struct stat st;
+	ubt_ino ino = 0;
+	uid_t uid;
+	gid_t gid;
+	int ret;
+
+	mode = S_IFDIR | (mode & 07777); /* the kernel sends the permission bits only */
+	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
+	if (!ret)
+		ret = ubt_mkdir(ctx->fs, parent, name, mode, uid, gid, &ino, &st);
+	reply_new_entry(req, "mkdir", ret, ino, &st);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	mode_t mode = S_IFLNK | 0777;
+	struct stat st;
+	ubt_ino ino = 0;
+	uid_t uid;
+	gid_t gid;
+	int ret;
+
+	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
+	if (!ret)
+		ret = ubt_symlink(ctx->fs, parent, name, link, uid, gid, &ino, &st);
+	reply_new_entry(req, "symlink", ret, ino, &st);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	struct stat st;
+	int ret;
+
+	ret = ubt_link(ctx->fs, ino, newparent, newname, &st);
+	reply_new_entry(req, "link", ret, ino, &st);
+}
+
+/*
+ * create: a new regular file, opened. The kernel sends it for a name it believes absent; when
+ * the name exists after all and O_EXCL was not asked for, the existing file is opened instead,
+ * as open(2) with O_CREAT does.
+ */
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	struct fuse_entry_param e;
+	struct stat st;
+	ubt_file *f = NULL;
+	ubt_ino ino = 0;
+	uid_t uid;
+	gid_t gid;
+	int ret;
+
+	mode = S_IFREG | (mode & 07777);
+	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
+	if (ret)
+		goto fail;
+	ret = ubt_mknod(ctx->fs, parent, name, mode, 0, uid, gid, &ino, &st);
+	if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
+		ret = ubt_lookup(ctx->fs, parent, name, &ino, &st);
+		if (ret)
+			goto fail;
+		if (!S_ISREG(st.st_mode)) {
+			ret = S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
+			goto fail_forget;
+		}
+		ret = open_file(ctx, ino, fi, &f);
+	} else if (ret == 0) {
+		/* A new file is empty: no truncation to do. */
+		fi->flags &= ~O_TRUNC;
+		ret = open_file(ctx, ino, fi, &f);
+	}
+	if (ret)
+		goto fail_forget;
+	if (fi->flags & O_TRUNC) {
+		struct stat now;
+
+		if (ubt_getattr(ctx->fs, ino, &now) == 0)
+			st = now; /* the attributes after the truncation */
+	}
+	fill_entry(ctx, &e, ino, &st);
+	if (fuse_reply_create(req, &e, fi)) {
+		/* The kernel never saw the entry nor the handle. */
+		ubt_close(f);
+		ubt_forget(ctx->fs, ino, 1);
+	}
+	return;
+fail_forget:
+	if (ino)
+		ubt_forget(ctx->fs, ino, 1);
+fail:
+	fuse_reply_err(req, to_errno(ctx, "create", ret));
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret = ubt_unlink(ctx->fs, parent, name);
+
+	fuse_reply_err(req, ret ? to_errno(ctx, "unlink", ret) : 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret = ubt_rmdir(ctx->fs, parent, name);
+
+	fuse_reply_err(req, ret ? to_errno(ctx, "rmdir", ret) : 0);
+}
+
+/* rename(2) and renameat2(2): RENAME_NOREPLACE and RENAME_EXCHANGE; RENAME_WHITEOUT is not. */
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	unsigned uflags = 0;
+	int ret;
+
+	if ((flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) ||
+	    ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		uflags |= UBT_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		uflags |= UBT_RENAME_EXCHANGE;
+	ret = ubt_rename(ctx->fs, parent, name, newparent, newname, uflags);
+	fuse_reply_err(req, ret ? to_errno(ctx, "rename", ret) : 0);
+}
+
+/*
+ * setattr: chmod, chown, truncate/ftruncate, utimensat. The *_NOW bits replace the explicit
+ * times (the kernel sends both for UTIME_NOW). A truncation through a file handle (ftruncate)
+ * is done on the inode all the same: the handle's inode, kept alive by the open file even when
+ * it has no name left. Set-id bits to clear arrive as a mode change (no HANDLE_KILLPRIV).
+ */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	unsigned set = 0;
+	struct stat st;
+	int ret;
+
+	if (to_set & FUSE_SET_ATTR_MODE)
+		set |= UBT_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		set |= UBT_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		set |= UBT_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (attr->st_size < 0) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		set |= UBT_SET_SIZE;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		set |= UBT_SET_ATIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		set |= UBT_SET_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		set |= UBT_SET_MTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		set |= UBT_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_CTIME)
+		set |= UBT_SET_CTIME;
+
+	if (set)
+		ret = ubt_setattr(ctx->fs, ino, attr, set, &st);
+	else
+		ret = ubt_getattr(ctx->fs, ino, &st);
+	if (ret) {
+		fuse_reply_err(req, to_errno(ctx, "setattr", ret));
+		return;
+	}
+	fuse_reply_attr(req, &st, ctx->attr_timeout);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret;
+
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	ret = ubt_setxattr(ctx->fs, ino, name, value, size, flags);
+	fuse_reply_err(req, ret ? to_errno(ctx, "setxattr", ret) : 0);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret = ubt_removexattr(ctx->fs, ino, name);
+
+	if (ret == -ENODATA) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	fuse_reply_err(req, ret ? to_errno(ctx, "removexattr", ret) : 0);
+}
+
+/*
+ * write: the kernel gives the offset (for O_APPEND the end of file as it knows it; the handle
+ * was opened with O_APPEND, so the library appends whatever the offset says). A short write
+ * after some bytes went in (ENOSPC part-way) is reported as such; the next write gets the error.
+ */
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	ubt_file *f = (ubt_file *)(uintptr_t)fi->fh;
+	size_t done = 0;
+	int ret;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	while (done < size) {
+		ssize_t n = ubt_pwrite(f, buf + done, size - done, (uint64_t)off + done);
+
+		if (n < 0) {
+			if (done == 0) {
+				fuse_reply_err(req, to_errno(ctx, "write", n));
+				return;
+			}
+			break;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	/* O_SYNC / O_DSYNC: durable before write(2) returns. */
+	if (done && (fi->flags & O_DSYNC)) {
+		ret = ubt_fsync(f, (fi->flags & O_SYNC) != O_SYNC);
+		if (ret) {
+			fuse_reply_err(req, to_errno(ctx, "write (sync)", ret));
+			return;
+		}
+	}
+	fuse_reply_write(req, done);
+}
+
+/* close(2): writes are already in the library; errors were reported by write itself. */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret;
+
+	if (ctx->rdonly) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	ret = fi && fi->fh ? ubt_fsync((ubt_file *)(uintptr_t)fi->fh, datasync) : ubt_sync(ctx->fs);
+	fuse_reply_err(req, ret ? to_errno(ctx, "fsync", ret) : 0);
+}
+
+/* Directories have no handle of their own: a directory fsync commits everything. */
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret;
+
+	if (ctx->rdonly) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	ret = ubt_sync(ctx->fs);
+	fuse_reply_err(req, ret ? to_errno(ctx, "fsyncdir", ret) : 0);
+}
+
 const struct fuse_lowlevel_ops ubtf_ops = {
 	.init = op_init,
 	.destroy = op_destroy,
@@ -529,4 +927,19 @@ const struct fuse_lowlevel_ops ubtf_ops = {
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
 	.access = op_access,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.create = op_create,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.setattr = op_setattr,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fsyncdir = op_fsyncdir,
 };

@@ -7,6 +7,11 @@
  * child reports over a pipe that the image is open and the mount is in place. So every failure
  * (bad option, bad image, image in use, busy mountpoint) gives a message and a non-zero exit from
  * `ubtrfs mount`, and the failed child has already exited and been reaped: no daemon is left.
+ *
+ * Read-write is the default. The library locks the image (exclusively for read-write) and
+ * commits in ubt_unmount, which runs in the session's destroy however the loop ends (umount,
+ * fusermount3 -u, SIGTERM/SIGINT/SIGHUP); the daemon record is released only after that, so
+ * `ubtrfs umount` returns with the image committed and free.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -165,6 +170,8 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 		.subvol = a->subvol,
 		.subvolid = a->subvolid,
 		.cache_bytes = a->cache_bytes,
+		.commit_interval = a->commit_interval,
+		.compress = a->compress,
 	};
 	unsigned waited_ms = 0, limit_ms = (unsigned)(a->lock_timeout * 1000.0);
 	int ret;
@@ -188,6 +195,9 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 	else if (ret == -ENOENT && a->subvolid)
 		ubtf_err("cannot mount %s: subvolume id %llu not found", shown,
 			 (unsigned long long)a->subvolid);
+	else if (ret == -EROFS && !a->ro)
+		ubtf_err("cannot mount %s read-write: %s (the reason is given above); mount it with "
+			 "-o ro", shown, ubt_strerror(ret));
 	else if (ret)
 		ubtf_err("cannot mount %s: %s", shown, ubt_strerror(ret));
 	return ret;
@@ -205,6 +215,8 @@ static int build_fuse_args(const struct ubtf_mount_args *a, const char *image_re
 	if (a->debug && fuse_opt_add_arg(args, "-d"))
 		goto cleanup;
 	if (fuse_opt_add_opt(&opts, "default_permissions"))
+		goto cleanup;
+	if (a->ro && fuse_opt_add_opt(&opts, "ro"))
 		goto cleanup;
 	if (!a->have_fsname) {
 		if (asprintf(&fsname, "fsname=%s", image_real) < 0) {
@@ -299,11 +311,9 @@ int ubtf_cmd_mount(int argc, char **argv)
 		ubtf_mount_args_free(&a);
 		return UBTF_EXIT_USAGE;
 	}
-	if (!a.ro) {
-		ubtf_err("read-write mounts are not supported yet; use -o ro");
-		status = UBTF_EXIT_USAGE;
-		goto cleanup;
-	}
+	if (a.compress_force && !a.ro)
+		ubtf_err("warning: compress-force=%s is treated as compress=%s for now", a.compress,
+			 a.compress);
 	if (a.subvol && a.subvolid) {
 		ubtf_err("give subvol= or subvolid=, not both");
 		status = UBTF_EXIT_USAGE;

@@ -19,14 +19,19 @@
 void ubtf_mount_usage(FILE *out)
 {
 	fprintf(out,
-		"usage: ubtrfs mount [-f] [-d] -o ro[,OPTION...] IMAGE DIR\n"
+		"usage: ubtrfs mount [-f] [-d] [-o OPTION[,OPTION...]] IMAGE DIR\n"
 		"\n"
 		"Mount the btrfs image or block device IMAGE on DIR through FUSE.\n"
 		"\n"
 		"  -f                 stay in the foreground\n"
 		"  -d                 debug: log every FUSE request (implies -f)\n"
 		"  -o OPTIONS         comma-separated mount options:\n"
-		"     ro                 read-only (required in this version)\n"
+		"     rw                 read-write (the default)\n"
+		"     ro                 read-only: nothing is written to the image\n"
+		"     commit=SECS        seconds between automatic commits (default 30)\n"
+		"     compress[=ALG[:LEVEL]]  compress new data: zlib (level 1-9, the default\n"
+		"                        algorithm), lzo, zstd (level 1-15); compress=no: none\n"
+		"     compress-force[=ALG[:LEVEL]]  the same, also for data that compresses badly\n"
 		"     subvol=PATH        mount the subvolume at PATH (from the top level)\n"
 		"     subvolid=N         mount the subvolume with id N\n"
 		"     nologreplay        ignore the log tree\n"
@@ -118,6 +123,51 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+/*
+ * compress= / compress-force= values, as btrfs takes them: "zlib", "lzo", "zstd", optionally
+ * ":LEVEL" (zlib 1-9, zstd 1-15); no value means zlib; "no"/"none" turns compression off.
+ */
+static int parse_compress(struct ubtf_mount_args *a, const char *val, bool force)
+{
+	static const struct {
+		const char *name;
+		int max_level; /* 0: takes no level */
+	} algs[] = { { "zlib", 9 }, { "lzo", 0 }, { "zstd", 15 } };
+	const char *colon;
+	size_t nlen;
+
+	free(a->compress);
+	a->compress = NULL;
+	a->compress_force = false;
+	if (!val || !*val)
+		val = "zlib";
+	if (!strcmp(val, "no") || !strcmp(val, "none"))
+		return 0;
+	colon = strchr(val, ':');
+	nlen = colon ? (size_t)(colon - val) : strlen(val);
+	for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+		if (strlen(algs[i].name) != nlen || strncmp(val, algs[i].name, nlen))
+			continue;
+		if (colon) {
+			char *end;
+			long lvl;
+
+			if (!algs[i].max_level || !isdigit((unsigned char)colon[1]))
+				return -EINVAL;
+			errno = 0;
+			lvl = strtol(colon + 1, &end, 10);
+			if (errno || *end || lvl < 1 || lvl > algs[i].max_level)
+				return -EINVAL;
+		}
+		a->compress = strdup(val);
+		if (!a->compress)
+			return -ENOMEM;
+		a->compress_force = force;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 /* Append @opt to the libfuse option string, escaping ',' and '\'. */
 static int pass_on(struct ubtf_mount_args *a, const char *opt)
 {
@@ -142,9 +192,10 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 	if (klen == 0)
 		return 0;
 	if (KEY("ro") && !val) {
+		/* The last of ro/rw wins; build_fuse_args() passes "ro" on to the kernel mount. */
 		a->ro = true;
 		a->rw = false;
-		return pass_on(a, opt);
+		return 0;
 	}
 	if (KEY("rw") && !val) {
 		a->rw = true;
@@ -163,6 +214,19 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 	if (KEY("nologreplay") && !val) {
 		a->nologreplay = true;
 		return 0;
+	}
+	if (KEY("commit")) {
+		uint64_t n;
+
+		if (parse_u64(val, &n) || n > 86400)
+			return bad_value(opt);
+		a->commit_interval = (unsigned)n;
+		return 0;
+	}
+	if (KEY("compress") || KEY("compress-force")) {
+		int ret = parse_compress(a, val, KEY("compress-force"));
+
+		return ret == -EINVAL ? bad_value(opt) : ret;
 	}
 	if (KEY("cache"))
 		return ubtf_parse_size(val, &a->cache_bytes) ? bad_value(opt) : 0;
@@ -288,6 +352,8 @@ void ubtf_mount_args_free(struct ubtf_mount_args *a)
 {
 	free(a->subvol);
 	free(a->fuse_opts);
+	free(a->compress);
 	a->subvol = NULL;
 	a->fuse_opts = NULL;
+	a->compress = NULL;
 }

@@ -45,6 +45,9 @@ struct ubtf_mount_args {
 	uint64_t subvolid;
 	bool nologreplay;
 	size_t cache_bytes;
+	unsigned commit_interval; /* commit=SECS; 0 = the library's default */
+	char *compress;         /* compress=/compress-force= ALG[:LEVEL], NULL = none */
+	bool compress_force;    /* compress-force=: parsed, not yet passed (no library field) */
 	double entry_timeout;
 	double attr_timeout;
 	double negative_timeout;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # test_mount_errors.sh — failing mounts exit non-zero with a message and leave no daemon and
-# nothing in the mountpoint: bad image, missing image, no `ro`, bad options, missing, busy or
-# non-directory mountpoint; the image lock (an exclusive holder refuses us, two ro mounts
+# nothing in the mountpoint: bad image, missing image, bad options, missing, busy or
+# non-directory mountpoint (and ro/rw: read-write is the default, the last of ro/rw wins); the image lock (an exclusive holder refuses us, two ro mounts
 # share it, a holder that lets go within lock_timeout is waited for); CLI usage errors.
 set -u
 
@@ -77,9 +77,18 @@ touch "$T/plainfile"
 expect_fail "no arguments" 2 "usage" -- "$UBTRFS_BIN"
 expect_fail "unknown command" 2 "unknown command" -- "$UBTRFS_BIN" frobnicate
 expect_fail "mount without args" 2 "expected IMAGE and DIR" -- "$UBTRFS_BIN" mount
-expect_fail "mount without ro" 2 "read-write mounts are not supported yet; use -o ro" -- "$UBTRFS_BIN" mount "$T/img" "$MNT"
-expect_fail "mount -o rw" 2 "read-write mounts are not supported yet; use -o ro" -- "$UBTRFS_BIN" mount -o rw "$T/img" "$MNT"
-expect_fail "ro then rw" 2 "use -o ro" -- "$UBTRFS_BIN" mount -o ro,rw "$T/img" "$MNT"
+# Read-write is the default; the last of ro/rw wins.
+for o in "" rw ro,rw rw,ro; do
+	want=rw
+	[ "$o" = rw,ro ] && want=ro
+	if "$UBTRFS_BIN" mount ${o:+-o "$o"} "$T/img" "$MNT" >"$T/out" 2>&1; then
+		grep -q " $MNT fuse.ubtrfs $want," /proc/mounts && ok "mount ${o:+-o $o }is $want" \
+			|| bad "mount ${o:+-o $o}: not $want: $(grep " $MNT " /proc/mounts)"
+		"$UBTRFS_BIN" umount "$MNT" || bad "umount after mount ${o:+-o $o}"
+	else
+		bad "mount ${o:+-o $o }failed: $(cat "$T/out")"
+	fi
+done
 expect_fail "unknown FUSE option" 2 "unknown option" -- "$UBTRFS_BIN" mount -o ro,no_such_option "$T/img" "$MNT"
 expect_fail "bad cache size" 2 "cache=12q" -- "$UBTRFS_BIN" mount -o ro,cache=12q "$T/img" "$MNT"
 expect_fail "bad subvolid" 2 "subvolid=abc" -- "$UBTRFS_BIN" mount -o ro,subvolid=abc "$T/img" "$MNT"

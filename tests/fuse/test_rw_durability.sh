@@ -1,0 +1,173 @@
+#!/bin/bash
+# test_rw_durability.sh — however a read-write ubtrfs mount ends (`ubtrfs umount`, umount(8),
+# fusermount3 -u, SIGTERM to the daemon), the image is committed once the daemon has exited:
+# `btrfs check --readonly` passes and the kernel reads what was written. While mounted, data
+# made durable by fsync of the file, by fsync of a directory (`sync DIR`; FUSE 3.14 has no
+# syncfs request, so `sync -f` and sync(2) do not reach the daemon), or by the commit=N timer is
+# in the image file.
+set -u
+
+if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
+	echo "SKIP: needs root and /dev/fuse"
+	exit 0
+fi
+for c in mkfs.btrfs btrfs losetup python3 fusermount3; do
+	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
+done
+UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
+MANIFEST=${UBT_TOOLS_DIR:-${UBT_BUILD_DIR:-.}/tests}/manifest
+[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+[ -x "$MANIFEST" ] || { echo "FAIL: no manifest tool at $MANIFEST"; exit 1; }
+
+T=$(mktemp -d /tmp/ubtrfs-rw-durability.XXXXXX)
+IMG=$T/img
+MNT=$T/mnt
+KMNT=$T/kmnt
+fail=0
+LOOPS=()
+
+cleanup() {
+	local m p l
+	for p in $(daemons); do
+		kill "$p" 2>/dev/null
+	done
+	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount -l "$m" 2>/dev/null
+	done
+	for l in "${LOOPS[@]}"; do
+		losetup -d "$l" 2>/dev/null
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+daemons() {
+	local p
+	for p in $(pgrep -f -- "ubtrfs mount .*$T/"); do
+		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
+	done
+}
+alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+wait_gone() { # PID: wait up to 60 s for it to exit
+	local i
+	for i in $(seq 1 1200); do
+		alive "$1" || return 0
+		sleep 0.05
+	done
+	return 1
+}
+fuse_mount() { # IMG DIR [OPTS]
+	if "$UBTRFS_BIN" mount ${3:+-o "$3"} "$1" "$2" >"$T/mount.out" 2>&1; then
+		return 0
+	fi
+	bad "ubtrfs mount ${3:+-o $3 }$1: $(cat "$T/mount.out")"
+	return 1
+}
+# kernel_check IMG EXPECTED-MANIFEST WHAT: btrfs check passes and the kernel shows the manifest.
+kernel_check() {
+	local img=$1 want=$2 what=$3 l
+	if btrfs check --readonly "$img" >"$T/check.out" 2>&1; then
+		ok "$what: btrfs check --readonly"
+	else
+		bad "$what: btrfs check --readonly:"; tail -n 20 "$T/check.out"
+	fi
+	l=$(losetup -f --show "$img") || { bad "losetup"; return; }
+	LOOPS+=("$l")
+	if mount -t btrfs -o ro "$l" "$KMNT"; then
+		"$MANIFEST" dir "$KMNT" >"$T/m.kernel" 2>&1 || bad "$what: manifest through the kernel"
+		umount "$KMNT"
+		if diff -u "$want" "$T/m.kernel" >"$T/diff.out"; then
+			ok "$what: the kernel reads what was written"
+		else
+			bad "$what: the kernel's view differs:"; head -n 30 "$T/diff.out"
+		fi
+	else
+		bad "$what: kernel mount failed"
+	fi
+	losetup -d "$l"
+}
+# A write workload; then the manifest as ubtrfs shows it, into $T/m.fuse.
+workload() { # TAG
+	mkdir -p "$MNT/$1/sub"
+	head -c 2000000 /dev/urandom >"$MNT/$1/data"
+	echo "$1" >"$MNT/$1/sub/name"
+	ln -s data "$MNT/$1/link"
+	mv "$MNT/$1/sub/name" "$MNT/$1/renamed"
+	sleep 1.2
+	"$MANIFEST" dir "$MNT" >"$T/m.fuse" 2>&1 || bad "manifest through ubtrfs"
+}
+
+mkdir -p "$MNT" "$KMNT"
+truncate -s 512M "$IMG"
+mkfs.btrfs -q -f "$IMG" >"$T/mkfs.out" 2>&1 || { cat "$T/mkfs.out"; echo "FAIL: mkfs.btrfs"; exit 1; }
+
+# 1. ubtrfs umount: returns once the daemon has committed and exited.
+if fuse_mount "$IMG" "$MNT"; then
+	workload one
+	"$UBTRFS_BIN" umount "$MNT" || bad "ubtrfs umount"
+	[ -z "$(daemons)" ] && ok "ubtrfs umount waited for the daemon" || bad "daemon alive after ubtrfs umount"
+	kernel_check "$IMG" "$T/m.fuse" "ubtrfs umount"
+fi
+
+# 2. umount(8), 3. fusermount3 -u, 4. SIGTERM: wait for the daemon, then the image is whole.
+for how in umount fusermount sigterm; do
+	fuse_mount "$IMG" "$MNT" || continue
+	pid=$(daemons)
+	workload "$how"
+	case $how in
+	umount) umount "$MNT" || bad "umount(8)" ;;
+	fusermount) fusermount3 -u "$MNT" || bad "fusermount3 -u" ;;
+	sigterm) kill -TERM "$pid" ;;
+	esac
+	if wait_gone "$pid"; then
+		ok "$how: the daemon exited"
+	else
+		bad "$how: the daemon is still running after 60 s"
+		continue
+	fi
+	grep -q " $MNT " /proc/mounts && { bad "$how: still mounted"; umount -l "$MNT"; }
+	kernel_check "$IMG" "$T/m.fuse" "$how"
+done
+
+# 5. While mounted: fsync, syncfs and the commit timer make data durable in the image file.
+snapshot_check() { # WHAT FILE CONTENT-FILE: a copy of the image, taken now, has FILE as CONTENT
+	local what=$1 file=$2 want=$3 l
+	cp --sparse=always "$IMG" "$T/copy.img"
+	if btrfs check --readonly "$T/copy.img" >"$T/check.out" 2>&1; then
+		ok "$what: the image copied while mounted passes btrfs check"
+	else
+		bad "$what: btrfs check of the copy:"; tail -n 20 "$T/check.out"
+	fi
+	l=$(losetup -f --show "$T/copy.img") || { bad "losetup"; return; }
+	LOOPS+=("$l")
+	if mount -t btrfs -o ro "$l" "$KMNT"; then
+		cmp -s "$want" "$KMNT/$file" && ok "$what: the data is in the image" || bad "$what: $file missing or different in the copy"
+		umount "$KMNT"
+	else
+		bad "$what: kernel mount of the copy failed"
+	fi
+	losetup -d "$l"
+	rm -f "$T/copy.img"
+}
+head -c 300000 /dev/urandom >"$T/payload"
+if fuse_mount "$IMG" "$MNT" commit=2; then
+	python3 -c 'import os,sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, open(sys.argv[2], "rb").read())
+os.fsync(fd)
+os.close(fd)' "$MNT/fsynced" "$T/payload"
+	snapshot_check "fsync" fsynced "$T/payload"
+	cp "$T/payload" "$MNT/synced"
+	sync "$MNT"
+	snapshot_check "fsync of a directory" synced "$T/payload"
+	cp "$T/payload" "$MNT/timer"
+	sleep 5
+	snapshot_check "commit=2 timer" timer "$T/payload"
+	"$UBTRFS_BIN" umount "$MNT" || bad "ubtrfs umount"
+fi
+
+[ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
+[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
+exit "$fail"
