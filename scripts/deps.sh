@@ -33,7 +33,11 @@ if [[ ${#missing[@]} -gt 0 || -n ${UBT_DEPS_FORCE:-} ]]; then
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	echo "deps.sh: installing ${missing[*]:-(forced)}" >&2
-	apt-get update -q </dev/null
+	if ! apt-get update -q </dev/null; then
+		# A package index we cannot refresh is fatal only when something is missing.
+		[[ ${#missing[@]} -eq 0 ]] || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
+		echo "deps.sh: warning: apt-get update failed; every package is installed already" >&2
+	fi
 	# Every name must exist in the archive; say which one does not before failing.
 	for p in "${PACKAGES[@]}"; do
 		policy=$(apt-cache policy "$p" 2>/dev/null || true)
@@ -42,7 +46,8 @@ if [[ ${#missing[@]} -gt 0 || -n ${UBT_DEPS_FORCE:-} ]]; then
 			exit 1
 		fi
 	done
-	apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" </dev/null
+	apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" </dev/null ||
+		[[ ${#missing[@]} -eq 0 ]] || exit 1
 fi
 
 # Kernel modules: the oracle (btrfs), FUSE and loop devices. Built-in modules need nothing.

@@ -96,6 +96,17 @@ if [[ $asan -eq 1 ]]; then
 	fi
 fi
 
+# One closing line over both runs, in the plain form CI reads.
+passed=0 failed=0
+for log in "$logdir"/ctest-*.log; do
+	[[ -e $log ]] || continue
+	line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1 || true)
+	[[ -n $line ]] || continue
+	f=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+	t=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$line")
+	failed=$((failed + f))
+	passed=$((passed + t - f))
+done
 echo
 echo "==== test summary ($(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s)"
 printf '%s\n' "${summary[@]}"
@@ -104,4 +115,5 @@ if [[ $status -eq 0 ]]; then
 else
 	echo "SOME TESTS FAILED"
 fi
+echo "$passed passed, $failed failed"
 exit $status
