@@ -19,6 +19,9 @@
  *   metadata DUP logical 1 MiB + S,   stripes after the system stripes
  *   data SINGLE  logical after metadata, stripe after the metadata stripes
  * Chunk sizes follow btrfs-progs' rules for a fresh filesystem (facts, not code).
+ *
+ * --rootdir then mounts the new image through the library (ubt_mount, read-write) and copies the
+ * directory with the public namespace and data calls; see the --rootdir section below.
  */
 #include "mkfs.h"
 
@@ -1788,7 +1791,8 @@ static int mk_copy_attrs(struct mk_copy *cp, const char *path, ubt_ino ino, cons
 static int mk_copy_dir(struct mk_copy *cp, const char *path, ubt_ino dir);
 
 /* Create @name (found at @path, described by @st) in @dir and fill it in. */
-static int mk_copy_entry(struct mk_copy *cp, const char *path, const char *name, const struct stat *st, ubt_ino dir)
+static int mk_copy_entry(struct mk_copy *cp, const char *path, const char *name, const struct stat *st,
+			 ubt_ino dir)
 {
 	struct mk_hardlink *hl = NULL;
 	ubt_ino ino = 0;
@@ -1984,13 +1988,15 @@ static const struct mk_feature mk_features[] = {
 	{ "block-group-tree", "bgt", 0, BTRFS_FEATURE_COMPAT_RO_BLOCK_GROUP_TREE, true,
 	  "block group items in a separate tree (faster mount)" },
 	{ "raid-stripe-tree", "rst", BTRFS_FEATURE_INCOMPAT_RAID_STRIPE_TREE, 0, false, "raid stripe tree" },
-	{ "squota", NULL, BTRFS_FEATURE_INCOMPAT_SIMPLE_QUOTA, 0, false, "squota support (simple accounting qgroups)" },
+	{ "squota", NULL, BTRFS_FEATURE_INCOMPAT_SIMPLE_QUOTA, 0, false,
+	  "squota support (simple accounting qgroups)" },
 };
 
 #define MK_DEFAULT_INCOMPAT                                                                         \
 	(BTRFS_FEATURE_INCOMPAT_MIXED_BACKREF | BTRFS_FEATURE_INCOMPAT_EXTENDED_IREF |                \
 	 BTRFS_FEATURE_INCOMPAT_SKINNY_METADATA | BTRFS_FEATURE_INCOMPAT_NO_HOLES)
-#define MK_DEFAULT_COMPAT_RO (BTRFS_FEATURE_COMPAT_RO_FREE_SPACE_TREE | BTRFS_FEATURE_COMPAT_RO_FREE_SPACE_TREE_VALID)
+#define MK_DEFAULT_COMPAT_RO \
+	(BTRFS_FEATURE_COMPAT_RO_FREE_SPACE_TREE | BTRFS_FEATURE_COMPAT_RO_FREE_SPACE_TREE_VALID)
 
 static void mk_list_features(void)
 {

@@ -108,7 +108,8 @@ for csum in crc32c xxhash sha256 blake2; do
 done
 # The names btrfs-progs prints for them.
 rm -f "$IMG"
-mkfs -q -b 512M --csum xxhash "$IMG" && [ "$(btrfs inspect-internal dump-super "$IMG" | awk '$1 == "csum_type" { print $3 }')" = "(xxhash64)" ] &&
+mkfs -q -b 512M --csum xxhash "$IMG" &&
+	[ "$(btrfs inspect-internal dump-super "$IMG" | awk '$1 == "csum_type" { print $3 }')" = "(xxhash64)" ] &&
 	ok "csum type xxhash64 in the superblock" || bad "csum type xxhash64"
 
 # --- features and profiles ---
