@@ -1513,21 +1513,7 @@ fail:
  * ubt_mount (read-write), then for each entry ubt_mkdir / ubt_mknod (+ ubt_open, ubt_pwrite for
  * the data, holes skipped) / ubt_symlink / ubt_link (hard links), ubt_setxattr, and ubt_setattr
  * for exact mode, owner and times (directories after their children); ubt_unmount commits.
- * The write calls are weak references: a library without them (or a link that left them out)
- * makes --rootdir fail up front with "not supported yet" rather than fail to build.
  */
-#pragma weak ubt_mknod
-#pragma weak ubt_mkdir
-#pragma weak ubt_symlink
-#pragma weak ubt_link
-#pragma weak ubt_setattr
-#pragma weak ubt_setxattr
-#pragma weak ubt_pwrite
-
-static bool mk_rootdir_supported(void)
-{
-	return ubt_mknod && ubt_mkdir && ubt_symlink && ubt_link && ubt_setattr && ubt_setxattr && ubt_pwrite;
-}
 
 struct mk_hardlink {
 	dev_t dev;
@@ -2285,11 +2271,6 @@ static int mk_check_config(struct mk_config *cfg)
 		if (!S_ISDIR(st.st_mode)) {
 			mk_err("--rootdir %s: not a directory", cfg->rootdir);
 			return -ENOTDIR;
-		}
-		if (!mk_rootdir_supported()) {
-			mk_err("--rootdir is not supported yet: it needs the library's read-write API "
-			       "(ubt_mkdir, ubt_pwrite, ...), which this build does not have");
-			return -EOPNOTSUPP;
 		}
 	}
 	return 0;
