@@ -249,6 +249,13 @@ static int commit_locked(struct ubt_trans_handle *h)
 		if (ret < 0)
 			goto fail;
 		changed |= ret > 0;
+		if (fs_info->tree_root.generation != h->transid) {
+			/* The superblock's generation is the root tree's: make sure it is COWed now. */
+			ret = ubt_cow_root_node(h, &fs_info->tree_root);
+			if (ret < 0)
+				goto fail;
+			changed = 1;
+		}
 		if (!changed)
 			break;
 	}
@@ -258,7 +265,6 @@ static int commit_locked(struct ubt_trans_handle *h)
 	sb->root = htole64(fs_info->tree_root.bytenr);
 	sb->root_level = fs_info->tree_root.level;
 	sb->generation = htole64(h->transid);
-	fs_info->tree_root.generation = fs_info->tree_root.bytenr ? fs_info->tree_root.generation : 0;
 	if (fs_info->chunk_root.dirty) {
 		sb->chunk_root = htole64(fs_info->chunk_root.bytenr);
 		sb->chunk_root_level = fs_info->chunk_root.level;
