@@ -92,11 +92,15 @@ ubt_wait_until() {
 # ---- kernel mounts --------------------------------------------------------------------------
 
 # kmount IMG DIR [OPTS]: attach IMG to a new loop device and mount it with the kernel's btrfs.
+# With "ro" among OPTS the loop device is read-only too, so the oracle cannot change the image
+# (a log tree then needs "nologreplay", or a writable copy of the image: pass "rwloop" as the
+# fourth argument).
 kmount() {
 	local img=$1 dir=$2 opts=${3:-}
-	local loop
+	local loop ro=()
+	[[ ,$opts, != *,ro,* || ${4:-} == rwloop ]] || ro=(-r)
 	mkdir -p "$dir"
-	loop=$(losetup -f --show "$img")
+	loop=$(losetup -f --show "${ro[@]}" "$img")
 	UBT_LOOPS+=("$loop")
 	UBT_KMOUNT_LOOP[$dir]=$loop
 	if ! mount -t btrfs ${opts:+-o "$opts"} "$loop" "$dir"; then

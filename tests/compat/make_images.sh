@@ -6,6 +6,8 @@
 # options worth comparing besides the default subvolume (one set per line, e.g. "subvol=sub").
 # Images whose inputs (these scripts, mkfs.btrfs version) did not change are kept.
 # With NAME arguments only those images are made. UBT_JOBS (default 2) images are made at once.
+# Images named crash-* hold a log tree (fsync'd changes not yet committed): the kernel replays it
+# at mount, writing to the image, so mount a copy of them with the kernel.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,11 +28,12 @@ IMAGES=(
 	"rich-zstd|384M||compress=zstd|populate_rich"
 	"rich-forcezstd|384M||compress-force=zstd:3|populate_rich"
 	"rich-holes|384M|-O ^no-holes||populate_rich"
-	"m-crc32c-n4k|192M|--csum crc32c --nodesize 4096 --sectorsize 4096||populate_small"
+	"m-crc32c-n4k|192M|--csum crc32c --nodesize 4096 --sectorsize 4096||populate_small_big"
 	"m-xxhash-n16k|192M|--csum xxhash --nodesize 16384 --sectorsize 4096|compress=zstd|populate_small"
 	"m-sha256-n64k|192M|--csum sha256 --nodesize 65536 --sectorsize 4096||populate_small"
 	"m-blake2-n4k|192M|--csum blake2 --nodesize 4096 --sectorsize 4096|compress=lzo|populate_small"
 	"m-blake2-n64k|192M|--csum blake2 --nodesize 65536 --sectorsize 4096|compress=zlib|populate_small"
+	"crash-log|192M||commit=300|populate_crash"
 )
 
 stamp=$( (cat "$here/make_images.sh" "$here/populate.sh"; mkfs.btrfs --version) | sha256sum | cut -d' ' -f1)
@@ -50,15 +53,38 @@ make_one() {
 	# shellcheck disable=SC2086 # mkfs options are a word list
 	mkfs.btrfs -q -f $mkfs_opts "$tmpimg" >/dev/null
 	kmount "$tmpimg" "$mnt" "$mount_opts"
-	"$populate" "$mnt"
-	# Extra mount option sets for the comparison.
-	{
-		echo "subvol=sub"
-		echo "subvolid=$(btrfs inspect-internal rootid "$mnt/snap")"
-		echo "subvol=snap_ro"
-	} >"$cache/$name.opts.tmp"
-	sync
-	kumount "$mnt"
+	if [[ $populate == populate_crash ]]; then
+		# The image as a crash right now would leave it: fsync'd changes only in the log tree.
+		# A sync(2) from anywhere else on the machine commits the transaction and empties the
+		# log, so check, and try again a few times.
+		local try super
+		for try in 1 2 3 4 5; do
+			"$populate" "$mnt"
+			cp --sparse=always "$tmpimg" "$tmpimg.crash"
+			super=$(btrfs inspect-internal dump-super "$tmpimg.crash")
+			if grep -Eq '^log_root[[:space:]]+[1-9]' <<<"$super"; then
+				break
+			fi
+			rm -f "$tmpimg.crash"
+			[[ $try -lt 5 ]] || ubt_die "$name: no log tree in the image after $try tries (something keeps calling sync)"
+			kumount "$mnt"
+			mkfs.btrfs -q -f $mkfs_opts "$tmpimg" >/dev/null
+			kmount "$tmpimg" "$mnt" "$mount_opts"
+		done
+		echo "nologreplay" >"$cache/$name.opts.tmp"
+		kumount "$mnt"
+		mv "$tmpimg.crash" "$tmpimg"
+	else
+		"$populate" "$mnt"
+		# Extra mount option sets for the comparison.
+		{
+			echo "subvol=sub"
+			echo "subvolid=$(btrfs inspect-internal rootid "$mnt/snap")"
+			echo "subvol=snap_ro"
+		} >"$cache/$name.opts.tmp"
+		sync -f "$mnt"
+		kumount "$mnt"
+	fi
 	mv "$cache/$name.opts.tmp" "$cache/$name.opts"
 	mv "$tmpimg" "$img"
 	echo "$stamp" >"$cache/$name.stamp"
@@ -86,9 +112,12 @@ for spec in "${IMAGES[@]}"; do
 		# The subshell's own cleanup state: inherits nothing mounted.
 		UBT_KMOUNT_LOOP=()
 		UBT_LOOPS=()
+		# Not `make_one || ...`: that would switch off set -e inside make_one.
+		exec 3>&2 >"$UBT_TMP/log-$name" 2>&1
 		trap 'rc=$?; for d in "${!UBT_KMOUNT_LOOP[@]}"; do umount "$d" 2>/dev/null || umount -l "$d"; done;
-		      for l in "${UBT_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done; exit $rc' EXIT
-		make_one "$spec" >"$UBT_TMP/log-$name" 2>&1 || { cat "$UBT_TMP/log-$name" >&2; exit 1; }
+		      for l in "${UBT_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done;
+		      [[ $rc -eq 0 ]] || cat "$UBT_TMP/log-'"$name"'" >&3; exit $rc' EXIT
+		make_one "$spec"
 	) &
 	running[$!]=$name
 done

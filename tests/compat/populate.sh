@@ -114,6 +114,17 @@ populate_files() {
 	sync "$d/append"
 	head -c 50000 /dev/urandom >>"$d/append"
 
+	# Many small extents in one file (each block written and synced on its own).
+	python3 - "$d/fragmented" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+for i in range(400):
+    os.pwrite(fd, os.urandom(4096) if i % 3 else bytes([i % 251]) * 4096, i * 8192)
+    if i % 8 == 0:
+        os.fdatasync(fd)
+os.close(fd)
+PY
+
 	# Shared extents.
 	cp --reflink=always "$d/mixed_4m" "$d/reflink_mixed"
 	overwrite "$d/reflink_mixed" 1000000 20000
@@ -242,7 +253,7 @@ populate_subvols() {
 	printf 'to be removed\n' >"$d/sub/removed"
 	ln -s dir/mixed "$d/sub/link"
 	setfattr -n user.in_sub -v yes "$d/sub/dir"
-	sync
+	sync -f "$d"
 	btrfs -q subvolume snapshot "$d/sub" "$d/snap"
 	btrfs -q subvolume snapshot -r "$d/sub" "$d/snap_ro"
 	# Changes in the source after the snapshot...
@@ -268,10 +279,10 @@ populate_rich() {
 	populate_subvols "$1"
 }
 
-# populate_small DIR: a smaller set for the checksum/nodesize matrix (nodesize 4096 limits
-# inline data, so long symlinks are shorter there).
+# populate_small DIR [MANY]: a smaller set for the checksum/nodesize matrix (nodesize 4096
+# limits inline data, so long symlinks are shorter there).
 populate_small() {
-	local d=$1
+	local d=$1 many=${2:-600}
 	mkdir "$d/files"
 	write_text "$d/files/inline" 1500
 	write_rand "$d/files/rand_70000" 70000
@@ -283,7 +294,44 @@ populate_small() {
 	overwrite "$d/files/ow" 10000 5000
 	cp --reflink=always "$d/files/ow" "$d/files/ow_reflink"
 	populate_meta "$d" 1000
-	populate_many "$d" 600
+	populate_many "$d" "$many"
 	populate_deep "$d" 20
 	populate_subvols "$d"
+}
+
+# populate_small_big DIR: populate_small with enough entries for a 3-level fs tree at 4 KiB nodes.
+populate_small_big() {
+	populate_small "$1" 8000
+}
+
+# populate_crash DIR: a committed state, then changes that are only fsync'd (in the log tree).
+# make_images.sh copies the image while it is still mounted, as a crash would leave it; mount
+# with commit=300 so no transaction commits in between.
+populate_crash() {
+	local d=$1
+	mkdir "$d/committed"
+	write_text "$d/committed/text" 10000
+	write_rand "$d/committed/rand" 200000
+	printf 'before the crash\n' >"$d/changed"
+	printf 'will be renamed\n' >"$d/committed/old_name"
+	printf 'will be removed\n' >"$d/committed/removed"
+	ln -s text "$d/committed/link"
+	sync -f "$d"
+	write_rand "$d/fsynced_new" 300000
+	mkdir "$d/new_dir"
+	printf 'new file in a new dir\n' >"$d/new_dir/f"
+	printf 'appended after the commit\n' >>"$d/changed"
+	setfattr -n user.logged -v yes "$d/changed"
+	mv "$d/committed/old_name" "$d/committed/new_name"
+	rm "$d/committed/removed"
+	head -c 8192 /dev/urandom | dd of="$d/committed/rand" bs=4096 seek=10 conv=notrunc status=none
+	python3 - "$d" <<'PY'
+import os, sys
+d = sys.argv[1]
+for p in ["fsynced_new", "new_dir/f", "new_dir", "changed", "committed/new_name", "committed",
+          "committed/rand", "."]:
+    fd = os.open(os.path.join(d, p), os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+PY
 }

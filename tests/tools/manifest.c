@@ -4,7 +4,7 @@
  * be compared with diff(1).
  *
  *   manifest dir PATH
- *   manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH]
+ *   manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH] [--nologreplay]
  *   manifest cat IMAGE PATH [OFFSET [LENGTH]] [--subvol PATH | --subvolid N]
  *
  * `lib --root PATH` walks only the subtree at PATH (inside the mounted subvolume; the lines
@@ -70,7 +70,9 @@ static void die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	exit(1);
+	fflush(stderr);
+	/* _exit: no leak report for what the failed walk still held; the status is the report. */
+	_exit(1);
 }
 
 static void *xmalloc(size_t n)
@@ -150,7 +152,8 @@ static int cmp_str(const void *a, const void *b)
 
 static void print_all(void)
 {
-	qsort(lines, nlines, sizeof(*lines), cmp_line);
+	if (nlines > 1)
+		qsort(lines, nlines, sizeof(*lines), cmp_line);
 	for (size_t i = 0; i < nlines; i++) {
 		fputs(lines[i].text, stdout);
 		fputc('\n', stdout);
@@ -266,6 +269,8 @@ static void collect_xattrs(struct entry *e, const char *list, ssize_t len, getx_
 {
 	size_t n = 0;
 
+	if (len > 0 && list[len - 1] != '\0')
+		die("%s: listxattr returned a list that does not end in NUL", e->relpath);
 	for (ssize_t i = 0; i < len; i += (ssize_t)strlen(list + i) + 1)
 		n++;
 	e->xattrs = xmalloc(n * sizeof(*e->xattrs));
@@ -337,7 +342,8 @@ static void dir_walk(const char *abspath, const char *relpath)
 		names[n++] = xstrdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		size_t al = strlen(abspath) + strlen(names[i]) + 2;
 		size_t rl = strlen(relpath) + strlen(names[i]) + 2;
@@ -441,6 +447,7 @@ static int run_dir(const char *root)
 /* Backend 2: libubtrfs directly                                                              */
 
 static ubt_fs *gfs;
+static unsigned gmount_flags = UBT_MOUNT_RDONLY;
 
 static void ldie(int err, const char *relpath, const char *what)
 {
@@ -492,7 +499,8 @@ static void lib_walk(ubt_ino dir, const char *relpath)
 
 	if (ret < 0)
 		ldie(ret, relpath, "readdir");
-	qsort(l.names, l.n, sizeof(*l.names), cmp_str);
+	if (l.n > 1)
+		qsort(l.names, l.n, sizeof(*l.names), cmp_str);
 	for (size_t i = 0; i < l.n; i++) {
 		size_t rl = strlen(relpath) + strlen(l.names[i]) + 2;
 		char *r = xmalloc(rl);
@@ -603,7 +611,7 @@ static void lib_entry(ubt_ino ino, const struct stat *lst, const char *relpath)
 
 static void lib_mount(const char *image, const char *subvol, uint64_t subvolid)
 {
-	struct ubt_mount_opts o = { .flags = UBT_MOUNT_RDONLY, .subvol = subvol, .subvolid = subvolid };
+	struct ubt_mount_opts o = { .flags = gmount_flags, .subvol = subvol, .subvolid = subvolid };
 	int ret = ubt_mount(image, &o, &gfs);
 
 	if (ret < 0)
@@ -682,7 +690,7 @@ static int run_cat(const char *image, const char *subvol, uint64_t subvolid, con
 static void usage(void)
 {
 	fprintf(stderr, "usage: manifest dir PATH\n"
-			"       manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH]\n"
+			"       manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH] [--nologreplay]\n"
 			"       manifest cat IMAGE PATH [OFFSET [LENGTH]] [--subvol PATH | --subvolid N]\n");
 	exit(2);
 }
@@ -715,6 +723,8 @@ int main(int argc, char **argv)
 			subvolid = parse_u64(argv[++i]);
 		else if (!strcmp(argv[i], "--root") && i + 1 < argc)
 			root = argv[++i];
+		else if (!strcmp(argv[i], "--nologreplay"))
+			gmount_flags |= UBT_MOUNT_NOLOGREPLAY;
 		else if (npos < 4)
 			pos[npos++] = argv[i];
 		else
@@ -724,7 +734,7 @@ int main(int argc, char **argv)
 		usage();
 	iobuf = xmalloc(READ_CHUNK);
 	if (!strcmp(argv[1], "dir")) {
-		if (npos != 1 || subvol || subvolid || root)
+		if (npos != 1 || subvol || subvolid || root || gmount_flags != UBT_MOUNT_RDONLY)
 			usage();
 		ret = run_dir(pos[0]);
 		print_all();
