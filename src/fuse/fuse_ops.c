@@ -12,6 +12,7 @@
  * Read-write mounts: the kernel applies the umask (FUSE_CAP_DONT_MASK is off), checks
  * permissions (default_permissions) and clears set-id bits itself (FUSE_CAP_HANDLE_KILLPRIV is
  * off); O_TRUNC arrives in open (FUSE_CAP_ATOMIC_O_TRUNC) and is done here with ubt_setattr.
+ * POSIX ACL xattrs arrive as plain setxattr requests: acl.c keeps the mode bits in step.
  * No writeback cache: every write(2) is a WRITE request answered after ubt_pwrite returned.
  */
 #include <errno.h>
@@ -817,8 +818,16 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	ret = ubt_setxattr(ctx->fs, ino, name, value, size, flags);
+	if (!ubtf_is_acl_xattr(name)) {
+		ret = ubt_setxattr(ctx->fs, ino, name, value, size, flags);
+		fuse_reply_err(req, ret ? to_errno(ctx, "setxattr", ret) : 0);
+		return;
+	}
+	ret = ubtf_set_acl_xattr(req, ctx->fs, ino, name, value, size, flags);
 	fuse_reply_err(req, ret ? to_errno(ctx, "setxattr", ret) : 0);
+	/* The mode bits may have changed behind the kernel's back: drop its cached attributes. */
+	if (ret == 0 && ctx->se)
+		fuse_lowlevel_notify_inval_inode(ctx->se, ino, -1, 0);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -333,6 +333,7 @@ int ubtf_cmd_mount(int argc, char **argv)
 	ctx.debug = a.debug;
 	/* Validates the FUSE options; opens nothing yet. */
 	se = fuse_session_new(&args, &ubtf_ops, sizeof(ubtf_ops), &ctx);
+	ctx.se = se;
 	if (!se) {
 		ubtf_err("invalid FUSE mount options");
 		status = UBTF_EXIT_USAGE;

@@ -1,6 +1,6 @@
 /*
  * ubt_fuse.h — the FUSE adapter's internal interface: the per-mount context handed to libfuse as
- * userdata, the low-level ops table, option parsing, the runtime pid records that let
+ * userdata, the low-level ops table, POSIX ACL xattrs, option parsing, the runtime pid records that let
  * `ubtrfs umount` wait for a daemon, and the CLI entry points of `mount` and `umount`.
  */
 #ifndef UBT_FUSE_UBT_FUSE_H
@@ -23,6 +23,7 @@ enum { UBTF_EXIT_OK = 0, UBTF_EXIT_FAIL = 1, UBTF_EXIT_USAGE = 2 };
 /* One mount: the libfuse userdata. Owned by the mount command; no globals. */
 struct ubtf_ctx {
 	ubt_fs *fs;             /* set before the session is mounted; NULL after destroy */
+	struct fuse_session *se; /* for notifications to the kernel */
 	double entry_timeout;   /* seconds the kernel may cache a name -> inode */
 	double attr_timeout;    /* seconds the kernel may cache attributes */
 	double negative_timeout;/* seconds the kernel may cache a missing name */
@@ -32,6 +33,11 @@ struct ubtf_ctx {
 };
 
 extern const struct fuse_lowlevel_ops ubtf_ops;
+
+/* POSIX ACL xattrs (acl.c): set one with the mode bits kept in step, as btrfs does. */
+bool ubtf_is_acl_xattr(const char *name);
+int ubtf_set_acl_xattr(fuse_req_t req, ubt_fs *fs, ubt_ino ino, const char *name,
+		       const void *value, size_t size, int flags);
 
 /* Parsed `ubtrfs mount` command line. */
 struct ubtf_mount_args {
