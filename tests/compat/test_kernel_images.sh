@@ -42,6 +42,38 @@ lib_args() {
 	esac
 }
 
+# Files read again at pseudo-random unaligned offsets and lengths (manifest randread-*).
+RANDREAD_FILES=(files/mixed_4m files/text_1m files/ow_rand files/ow_text files/reflink_mixed
+	files/punched files/punched_text files/prealloc_part files/prealloc_keepsize files/sparse_big
+	files/sparse_tail files/fragmented files/inline_then_hole files/inline_text_2000 files/trunc_down
+	files/append files/rand_131073 files/mixed files/ow sub/dir/mixed changed)
+RANDREAD_N=${UBT_RANDREAD_N:-150}
+
+# randread_dir ROOT OUT: the random reads of every RANDREAD_FILES file under ROOT.
+randread_dir() {
+	local root=$1 out=$2 f
+	: >"$out"
+	for f in "${RANDREAD_FILES[@]}"; do
+		[[ -f $root/$f ]] || continue
+		echo "== $f" >>"$out"
+		"$MANIFEST" randread-dir "$root/$f" "$RANDREAD_N" >>"$out" 2>"$out.err" ||
+			echo "FAILED: $(grep -m1 '^manifest:' "$out.err")" >>"$out"
+	done
+}
+
+# randread_lib IMG KERNEL_OUT OUT LIBARGS...: the same reads through the library, for the files
+# the kernel's run listed.
+randread_lib() {
+	local img=$1 kout=$2 out=$3 f
+	shift 3
+	: >"$out"
+	for f in $(sed -n 's/^== //p' "$kout"); do
+		echo "== $f" >>"$out"
+		"$MANIFEST" randread-lib "$img" "/$f" "$RANDREAD_N" "$@" >>"$out" 2>"$out.err" ||
+			echo "FAILED: $(grep -m1 '^manifest:' "$out.err")" >>"$out"
+	done
+}
+
 # kernel_opts OPTS: the kernel's spelling of a mount option set (nologreplay is a rescue= option
 # there).
 kernel_opts() {
@@ -91,6 +123,7 @@ compare() {
 		cat "$t/kernel.err" >&2
 		ubt_die "$tag: manifest of the kernel mount failed"
 	fi
+	randread_dir "$t/kmnt" "$t/kernel.rr"
 	kumount "$t/kmnt"
 	[[ $kimg == "$img" ]] || rm -f "$kimg"
 
@@ -100,6 +133,7 @@ compare() {
 			fail "$tag" "manifest of the FUSE mount failed: $(head -c 600 "$t/fuse.err")"
 			ok=0
 		fi
+		randread_dir "$t/fmnt" "$t/fuse.rr"
 		if ! fumount "$t/fmnt"; then
 			fail "$tag" "unmounting the FUSE mount failed"
 			ok=0
@@ -125,6 +159,7 @@ compare() {
 		fail "$tag" "manifest lib failed: $(head -c 600 "$t/lib.err")"
 		ok=0
 	fi
+	randread_lib "$img" "$t/kernel.rr" "$t/lib.rr" "${largs[@]}"
 
 	local which
 	for which in fuse lib; do
@@ -137,13 +172,23 @@ $(head -n 40 "$t/$which.diff")"
 		fi
 	done
 
+	for which in fuse lib; do
+		if [[ -f $t/$which.rr ]] && ! cmp -s "$t/kernel.rr" "$t/$which.rr"; then
+			diff -u --label "kernel $tag" --label "$which $tag" "$t/kernel.rr" "$t/$which.rr" \
+				>"$t/$which.rr.diff" || true
+			fail "$tag" "$which random reads differ from the kernel's (offset length returned hash), first lines:
+$(head -n 30 "$t/$which.rr.diff")"
+			ok=0
+		fi
+	done
+
 	if [[ $ok -eq 1 ]]; then
 		npass=$((npass + 1))
 		echo "PASS $tag ($(wc -l <"$t/kernel.txt") entries)"
 	else
 		mkdir -p "$artifacts/$tag"
 		cp "$t"/*.txt "$t"/*.err "$artifacts/$tag/" 2>/dev/null || true
-		cp "$t"/*.diff "$artifacts/$tag/" 2>/dev/null || true
+		cp "$t"/*.diff "$t"/*.rr "$artifacts/$tag/" 2>/dev/null || true
 		echo "FAIL $tag"
 	fi
 }

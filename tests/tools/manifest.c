@@ -6,6 +6,12 @@
  *   manifest dir PATH
  *   manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH] [--nologreplay]
  *   manifest cat IMAGE PATH [OFFSET [LENGTH]] [--subvol PATH | --subvolid N]
+ *   manifest randread-dir FILE N
+ *   manifest randread-lib IMAGE PATH N [--subvol PATH | --subvolid N]
+ *
+ * randread-*: N single pread calls at pseudo-random offsets and lengths (unaligned, some past
+ * EOF; the sequence depends only on N and the file size), one line each: offset, length asked,
+ * bytes returned, XXH3_64 of them. A short read inside the file shows as a difference.
  *
  * `lib --root PATH` walks only the subtree at PATH (inside the mounted subvolume; the lines
  * still start with "."). `cat` copies LENGTH bytes (default: to EOF) of the file at PATH from
@@ -687,11 +693,105 @@ static int run_cat(const char *image, const char *subvol, uint64_t subvolid, con
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------------------------ */
+/* Random reads                                                                               */
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+	/* splitmix64 */
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+typedef ssize_t (*pread_fn)(void *ctx, void *buf, size_t size, uint64_t off);
+
+static void randread(const char *what, uint64_t size, unsigned n, pread_fn rd, void *ctx)
+{
+	static const uint64_t lens[] = { 1, 7, 512, 4095, 4096, 4097, 65536, 131071, 131072, 131073,
+					 300000, 1048576 };
+
+	rng_state = size * 31 + n;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t r = rng_next();
+		uint64_t len = (r & 1) ? lens[(r >> 1) % (sizeof(lens) / sizeof(lens[0]))]
+				       : 1 + (r >> 8) % 200000;
+		uint64_t off = rng_next() % (size + 8192);
+
+		if (i % 4 == 0) /* block-aligned starts too */
+			off &= ~(uint64_t)4095;
+		ssize_t got = rd(ctx, iobuf, (size_t)len, off);
+		if (got < 0)
+			die("%s: read of %" PRIu64 " bytes at %" PRIu64 ": %s", what, len, off,
+			    strerror((int)-got));
+		printf("%" PRIu64 " %" PRIu64 " %zd %016" PRIx64 "\n", off, len, got,
+		       XXH3_64bits(iobuf, (size_t)got));
+	}
+	if (fflush(stdout))
+		die("writing output: %s", strerror(errno));
+}
+
+static ssize_t fd_pread(void *ctx, void *buf, size_t size, uint64_t off)
+{
+	ssize_t r;
+
+	do
+		r = pread(*(int *)ctx, buf, size, (off_t)off);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+static ssize_t lib_pread(void *ctx, void *buf, size_t size, uint64_t off)
+{
+	return ubt_pread((ubt_file *)ctx, buf, size, off);
+}
+
+static int run_randread_dir(const char *path, unsigned n)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW);
+
+	if (fd < 0 || fstat(fd, &st))
+		die("%s: %s", path, strerror(errno));
+	randread(path, (uint64_t)st.st_size, n, fd_pread, &fd);
+	close(fd);
+	return 0;
+}
+
+static int run_randread_lib(const char *image, const char *subvol, uint64_t subvolid,
+			    const char *path, unsigned n)
+{
+	struct stat st;
+	ubt_ino ino;
+	ubt_file *f;
+	int ret;
+
+	lib_mount(image, subvol, subvolid);
+	ret = ubt_resolve(gfs, path, &ino, &st);
+	if (ret < 0)
+		ldie(ret, path, "resolve");
+	ret = ubt_open(gfs, ino, O_RDONLY, &f);
+	if (ret < 0)
+		ldie(ret, path, "open");
+	randread(path, (uint64_t)st.st_size, n, lib_pread, f);
+	ret = ubt_close(f);
+	if (ret < 0)
+		ldie(ret, path, "close");
+	lib_unmount(image);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: manifest dir PATH\n"
 			"       manifest lib IMAGE [--subvol PATH | --subvolid N] [--root PATH] [--nologreplay]\n"
-			"       manifest cat IMAGE PATH [OFFSET [LENGTH]] [--subvol PATH | --subvolid N]\n");
+			"       manifest cat IMAGE PATH [OFFSET [LENGTH]] [--subvol PATH | --subvolid N]\n"
+			"       manifest randread-dir FILE N\n"
+			"       manifest randread-lib IMAGE PATH N [--subvol PATH | --subvolid N]\n");
 	exit(2);
 }
 
@@ -748,6 +848,14 @@ int main(int argc, char **argv)
 			usage();
 		ret = run_cat(pos[0], subvol, subvolid, pos[1], npos > 2 ? parse_u64(pos[2]) : 0,
 			      npos > 3 ? parse_u64(pos[3]) : UINT64_MAX);
+	} else if (!strcmp(argv[1], "randread-dir")) {
+		if (npos != 2 || subvol || subvolid || root)
+			usage();
+		ret = run_randread_dir(pos[0], (unsigned)parse_u64(pos[1]));
+	} else if (!strcmp(argv[1], "randread-lib")) {
+		if (npos != 3 || root)
+			usage();
+		ret = run_randread_lib(pos[0], subvol, subvolid, pos[1], (unsigned)parse_u64(pos[2]));
 	} else {
 		usage();
 	}
