@@ -317,6 +317,22 @@ rm -rf "$MNT/gone" && [ ! -e "$MNT/gone" ] && ok "create and remove 300 files" |
 for i in $(seq 1 400); do : >"$MNT/a/b/c/many-$i"; done
 [ "$(ls "$MNT/a/b/c" | wc -l)" = 401 ] && ok "400 entries in one directory" || bad "readdir after creates: $(ls "$MNT/a/b/c" | wc -l)"
 
+# concurrent writers (the daemon serves requests on several threads)
+for j in 1 2 3 4 5 6; do
+	(
+		mkdir "$MNT/par$j"
+		for i in $(seq 1 100); do
+			head -c $((i * 997)) /dev/urandom >"$MNT/par$j/f$i"
+			mv "$MNT/par$j/f$i" "$MNT/par$j/g$i"
+			[ $((i % 3)) = 0 ] && rm "$MNT/par$j/g$i"
+			ln -s "g$i" "$MNT/par$j/s$i"
+		done
+	) &
+done
+wait
+n=$(find "$MNT"/par? -type f | wc -l)
+[ "$n" = 402 ] && ok "6 concurrent writers" || bad "concurrent writers: $n files, wanted 402"
+
 sleep 1.2 # let attributes cached by the kernel expire: the manifest must match the image
 manifest "$MNT" "$T/m.fuse"
 fuse_umount "$MNT"
