@@ -567,3 +567,107 @@ void ubt_alloc_statfs(struct ubt_fs_info *fs_info, u64 *total, u64 *free_out, u6
 	*avail = dfree + dpinned + ai->dev_free.total - ubt_min(dfree + dpinned + ai->dev_free.total, ai->data_reserved);
 	pthread_mutex_unlock(&ai->lock);
 }
+
+/* ---- space used by a log tree (replay at mount) ---- */
+
+/* Move [@bytenr, +@len) out of a group's allocatable set; it must be free there now. */
+static int take_free(struct ubt_fs_info *fs_info, u64 bytenr, u64 len, struct ubt_block_group **bgp)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_block_group *bg = ubt_bg_lookup(ai, bytenr);
+
+	if (!bg || bytenr + len > bg->start + bg->length) {
+		ubt_err("log tree: extent %llu+%llu is outside every block group", (unsigned long long)bytenr,
+			(unsigned long long)len);
+		return -EUCLEAN;
+	}
+	if (rs_remove(&bg->free, bytenr, len)) {
+		ubt_err("log tree: extent %llu+%llu is not free space (already allocated, or referenced twice)",
+			(unsigned long long)bytenr, (unsigned long long)len);
+		return -EUCLEAN;
+	}
+	*bgp = bg;
+	return 0;
+}
+
+int ubt_alloc_exclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_block_group *bg;
+	int ret;
+
+	if (!ai)
+		return -EROFS;
+	pthread_mutex_lock(&ai->lock);
+	ret = take_free(fs_info, bytenr, len, &bg);
+	pthread_mutex_unlock(&ai->lock);
+	return ret;
+}
+
+int ubt_alloc_unexclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_block_group *bg;
+	int ret = -EUCLEAN;
+
+	if (!ai)
+		return -EROFS;
+	pthread_mutex_lock(&ai->lock);
+	bg = ubt_bg_lookup(ai, bytenr);
+	if (bg)
+		ret = rs_add(&bg->pinned, bytenr, len);
+	pthread_mutex_unlock(&ai->lock);
+	if (ret)
+		ubt_err("log tree: cannot release excluded range %llu+%llu", (unsigned long long)bytenr,
+			(unsigned long long)len);
+	return ret ? -EUCLEAN : 0;
+}
+
+int ubt_alloc_claim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_block_group *bg;
+	int ret;
+
+	if (!ai)
+		return -EROFS;
+	if (!len || !IS_ALIGNED(bytenr | len, fs_info->sectorsize)) {
+		ubt_err("log tree: data extent %llu+%llu is not sector aligned", (unsigned long long)bytenr,
+			(unsigned long long)len);
+		return -EUCLEAN;
+	}
+	pthread_mutex_lock(&ai->lock);
+	if (rs_contains(&ai->reserved_data, bytenr, len)) {
+		ret = 0; /* already claimed (several file extent items share it) */
+		goto out;
+	}
+	ret = take_free(fs_info, bytenr, len, &bg);
+	if (ret)
+		goto out;
+	ret = rs_add(&ai->reserved_data, bytenr, len);
+	if (ret) {
+		rs_add(&bg->free, bytenr, len);
+		ret = ret == -EEXIST ? -EUCLEAN : ret;
+	}
+out:
+	pthread_mutex_unlock(&ai->lock);
+	return ret;
+}
+
+int ubt_alloc_unclaim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_block_group *bg;
+	int ret = 0;
+
+	if (!ai)
+		return -EROFS;
+	pthread_mutex_lock(&ai->lock);
+	if (rs_contains(&ai->reserved_data, bytenr, len)) {
+		rs_remove(&ai->reserved_data, bytenr, len);
+		bg = ubt_bg_lookup(ai, bytenr);
+		ret = bg ? rs_add(&bg->pinned, bytenr, len) : -EUCLEAN;
+	}
+	pthread_mutex_unlock(&ai->lock);
+	return ret ? -EUCLEAN : 0;
+}

@@ -48,4 +48,18 @@ int ubt_drop_data_ref(struct ubt_trans_handle *h, u64 bytenr, u64 num_bytes, u64
 /* statfs numbers: total and free bytes as btrfs reports them (df). */
 void ubt_alloc_statfs(struct ubt_fs_info *fs_info, u64 *total, u64 *free, u64 *avail);
 
+/*
+ * Log replay (inode/tree-log.c). The space of log tree blocks and of the data extents a log
+ * references but the extent tree does not know looks free to the allocator; these keep it out.
+ * exclude: [@bytenr, +@len) (free now) is not handed out until unexcluded; unexclude: the range
+ * becomes allocatable after the next commit (as pinned space). claim: a logged data extent becomes
+ * a reserved data extent, as if just allocated, so the first ubt_add_data_ref inserts its extent
+ * item (a second claim of the same extent is a no-op); unclaim: a claimed extent that got no
+ * reference is released after the next commit. -EUCLEAN when the range is not free space.
+ */
+int ubt_alloc_exclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+int ubt_alloc_unexclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+int ubt_alloc_claim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+int ubt_alloc_unclaim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+
 #endif

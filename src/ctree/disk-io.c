@@ -481,23 +481,23 @@ int ubt_open_ctree(struct ubt_bdev *bdev, unsigned flags, size_t cache_bytes, st
 		}
 	}
 
-	if (le64toh(sb->log_root) && !fs_info->rdonly) {
-		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit) and log replay is "
-			"not supported yet: a read-write mount would lose that data. Mount it once with the Linux "
-			"kernel to replay the log, or mount read-only with -o ro,nologreplay",
+	if (le64toh(sb->log_root) && !fs_info->rdonly && !(flags & UBT_OPEN_REPLAY_LOG)) {
+		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit): a read-write "
+			"mount must replay it. Mount it read-write without nologreplay, or read-only with "
+			"-o ro,nologreplay",
 			bdev->name);
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
-	if (le64toh(sb->log_root) && !(flags & UBT_OPEN_NOLOGREPLAY)) {
+	if (le64toh(sb->log_root) && fs_info->rdonly && !(flags & UBT_OPEN_NOLOGREPLAY)) {
 		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit) and log replay is "
-			"not supported yet; mount with -o nologreplay to mount it without those changes, or mount "
-			"it once with the Linux kernel to replay the log",
+			"not supported on a read-only mount; mount it read-write once to replay the log, or add "
+			"-o nologreplay to mount it without those changes",
 			bdev->name);
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
-	if (le64toh(sb->log_root))
+	if (le64toh(sb->log_root) && fs_info->rdonly)
 		ubt_warn("%s: nologreplay: ignoring the log tree; changes fsync'd after the last commit are not shown",
 			 bdev->name);
 

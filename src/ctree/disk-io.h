@@ -26,6 +26,7 @@ struct ubt_eb_cache;
 
 #define UBT_OPEN_RDONLY (1u << 0)
 #define UBT_OPEN_NOLOGREPLAY (1u << 1)
+#define UBT_OPEN_REPLAY_LOG (1u << 2) /* read-write: the caller replays a log tree (inode/tree-log.c) */
 
 struct ubt_fs_info {
 	struct ubt_bdev *bdev;
@@ -71,8 +72,9 @@ struct ubt_fs_info {
 /*
  * Read and verify the superblocks on @bdev, apply the feature gate, load the chunk tree and the
  * root tree and the core trees. @cache_bytes bounds the extent-buffer cache (0: default).
- * A log tree present and not replayable is refused with a message naming -o nologreplay unless
- * UBT_OPEN_NOLOGREPLAY is set. On success *@out owns @bdev.
+ * A log tree is accepted read-write only with UBT_OPEN_REPLAY_LOG (the caller replays it before
+ * any change) and read-only only with UBT_OPEN_NOLOGREPLAY; otherwise the open is refused with a
+ * message naming -o nologreplay. On success *@out owns @bdev.
  */
 int ubt_open_ctree(struct ubt_bdev *bdev, unsigned flags, size_t cache_bytes, struct ubt_fs_info **out);
 void ubt_close_ctree(struct ubt_fs_info *fs_info);

@@ -15,6 +15,7 @@
 #include "../device/bdev.h"
 #include "../alloc/alloc.h"
 #include "../inode/inode-write.h"
+#include "../inode/tree-log.h"
 #include "../transaction/transaction.h"
 #include "../util/messages.h"
 #include "../volumes/volumes.h"
@@ -773,6 +774,15 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 		oflags |= UBT_OPEN_RDONLY;
 	if (opts->flags & UBT_MOUNT_NOLOGREPLAY)
 		oflags |= UBT_OPEN_NOLOGREPLAY;
+	if ((opts->flags & UBT_MOUNT_NOLOGREPLAY) && !fs->rdonly) {
+		/* As the kernel: ignoring the log and then writing would lose the fsync'd data for good. */
+		ubt_err("%s: nologreplay requires a read-only mount (-o ro,nologreplay)", path);
+		ret = -EINVAL;
+		ubt_bdev_close(bdev);
+		goto fail;
+	}
+	if (!fs->rdonly)
+		oflags |= UBT_OPEN_REPLAY_LOG;
 	ret = ubt_open_ctree(bdev, oflags, opts->cache_bytes, &fs->fs_info);
 	if (ret) {
 		ubt_bdev_close(bdev);
@@ -785,6 +795,11 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 			goto fail;
 		}
 		fs->alloc_ready = true;
+		ret = ubt_replay_log(fs->fs_info);
+		if (ret) {
+			ubt_err("%s: replaying the log tree failed: %s", path, ubt_strerror(ret));
+			goto fail;
+		}
 	}
 
 	if (opts->subvolid) {

@@ -64,13 +64,9 @@ static u32 max_csums_per_item(const struct ubt_fs_info *fs_info)
 int ubt_csum_insert(struct ubt_trans_handle *h, u64 bytenr, const void *data, u64 len)
 {
 	struct ubt_fs_info *fs_info = h->fs_info;
-	struct ubt_root *csum_root = &fs_info->csum_root;
 	const u32 ss = fs_info->sectorsize, cs = (u32)fs_info->csum_size;
-	const u32 max_items = max_csums_per_item(fs_info);
 	const u64 nsec = len / ss;
-	struct ubt_path path;
 	u8 *csums;
-	u64 done = 0;
 	int ret = 0;
 
 	csums = malloc(nsec * cs);
@@ -84,6 +80,22 @@ int ubt_csum_insert(struct ubt_trans_handle *h, u64 bytenr, const void *data, u6
 			goto out;
 		memcpy(csums + i * cs, out, cs);
 	}
+	ret = ubt_csum_insert_sums(h, bytenr, csums, nsec);
+out:
+	free(csums);
+	return ret;
+}
+
+int ubt_csum_insert_sums(struct ubt_trans_handle *h, u64 bytenr, const u8 *csums, u64 nsec)
+{
+	struct ubt_fs_info *fs_info = h->fs_info;
+	struct ubt_root *csum_root = &fs_info->csum_root;
+	const u32 ss = fs_info->sectorsize, cs = (u32)fs_info->csum_size;
+	const u32 max_items = max_csums_per_item(fs_info);
+	struct ubt_path path;
+	u64 done = 0;
+	int ret = 0;
+
 	ubt_path_init(&path);
 	while (done < nsec) {
 		u64 cur = bytenr + done * ss, n;
@@ -136,7 +148,6 @@ int ubt_csum_insert(struct ubt_trans_handle *h, u64 bytenr, const void *data, u6
 	ret = 0;
 out:
 	ubt_path_release(&path);
-	free(csums);
 	return ret;
 }
 

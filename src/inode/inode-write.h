@@ -130,6 +130,8 @@ int ubt_symlink_write(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino
 int ubt_write_logical(struct ubt_fs_info *fs_info, u64 logical, const void *buf, size_t len);
 /* Insert data checksums for @len bytes of @data stored at @bytenr (merged with a preceding item). */
 int ubt_csum_insert(struct ubt_trans_handle *h, u64 bytenr, const void *data, u64 len);
+/* Insert @nsec precomputed checksums (csum_size bytes each) for the sectors from @bytenr. */
+int ubt_csum_insert_sums(struct ubt_trans_handle *h, u64 bytenr, const u8 *csums, u64 nsec);
 
 /* ---- orphans and the held-inode registry (orphan.c) ---- */
 
