@@ -561,21 +561,7 @@ int ubt_rename(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino newparent, 
 		if (dst == src)
 			goto out; /* two names of one inode (or the same name): nothing to do */
 	}
-	if (!(flags & UBT_RENAME_EXCHANGE) && exists) {
-		if (src_dir && !dst_dir) {
-			ret = -ENOTDIR;
-			goto out;
-		}
-		if (!src_dir && dst_dir) {
-			ret = -EISDIR;
-			goto out;
-		}
-		if (dst_dir && get_le64(&dst_ii.size) != 0) {
-			ret = -ENOTEMPTY;
-			goto out;
-		}
-	}
-	/* A directory may not move below itself. */
+	/* A directory may not move below itself (checked before the types, as the VFS does). */
 	if (src_dir && ndir_ino != odir) {
 		ret = ubt_dir_is_ancestor(root, src, ndir_ino, &loop);
 		if (ret)
@@ -591,6 +577,20 @@ int ubt_rename(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino newparent, 
 			goto out;
 		if (loop) {
 			ret = -EINVAL;
+			goto out;
+		}
+	}
+	if (!(flags & UBT_RENAME_EXCHANGE) && exists) {
+		if (src_dir && !dst_dir) {
+			ret = -ENOTDIR;
+			goto out;
+		}
+		if (!src_dir && dst_dir) {
+			ret = -EISDIR;
+			goto out;
+		}
+		if (dst_dir && get_le64(&dst_ii.size) != 0) {
+			ret = -ENOTEMPTY;
 			goto out;
 		}
 	}

@@ -402,24 +402,24 @@ static void op_rename(void)
 	t = model_find(dir, name);
 	if (t >= 0)
 		ti = dents[t].inode;
-	/* The order of checks of ubt_rename. */
+	/* The order of checks of ubt_rename (the VFS's: a loop before the types). */
 	if (t >= 0 && (flags & UBT_RENAME_NOREPLACE))
 		exp = -EEXIST;
 	else if (t < 0 && (flags & UBT_RENAME_EXCHANGE))
 		exp = -ENOENT;
 	else if (t >= 0 && ti == si)
 		exp = 1; /* no-op */
+	else if (S_ISDIR(inodes[si].mode) && dir != dents[s].parent && model_is_ancestor(si, dir))
+		exp = -EINVAL;
+	else if ((flags & UBT_RENAME_EXCHANGE) && S_ISDIR(inodes[ti].mode) && dir != dents[s].parent &&
+		 model_is_ancestor(ti, dents[s].parent))
+		exp = -EINVAL;
 	else if (!(flags & UBT_RENAME_EXCHANGE) && t >= 0 && S_ISDIR(inodes[si].mode) && !S_ISDIR(inodes[ti].mode))
 		exp = -ENOTDIR;
 	else if (!(flags & UBT_RENAME_EXCHANGE) && t >= 0 && !S_ISDIR(inodes[si].mode) && S_ISDIR(inodes[ti].mode))
 		exp = -EISDIR;
 	else if (!(flags & UBT_RENAME_EXCHANGE) && t >= 0 && S_ISDIR(inodes[ti].mode) && model_children(ti))
 		exp = -ENOTEMPTY;
-	else if (S_ISDIR(inodes[si].mode) && dir != dents[s].parent && model_is_ancestor(si, dir))
-		exp = -EINVAL;
-	else if ((flags & UBT_RENAME_EXCHANGE) && S_ISDIR(inodes[ti].mode) && dir != dents[s].parent &&
-		 model_is_ancestor(ti, dents[s].parent))
-		exp = -EINVAL;
 	assert_int_equal(ubt_rename(fs, inodes[dents[s].parent].ino, dents[s].name, inodes[dir].ino, name, flags),
 			 exp == 1 ? 0 : exp);
 	if (exp)
