@@ -87,7 +87,7 @@ fi
 if [[ $asan -eq 1 ]]; then
 	if build build-asan -DUBT_SANITIZE=ON; then
 		# Leak checking where LSan can run (it cannot under ptrace, e.g. strace/gdb).
-		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1}"
+		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1}"
 		export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 		run_ctest build-asan asan
 	else
