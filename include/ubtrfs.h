@@ -46,8 +46,8 @@ struct ubt_mount_opts {
 	uint64_t subvolid;     /* id of the subvolume to mount; 0 = default (or @subvol) */
 	size_t cache_bytes;    /* metadata cache limit in bytes; 0 = 64 MiB */
 	unsigned commit_interval; /* seconds between automatic commits (read-write); 0 = 30 */
-	const char *compress;  /* "zlib", "lzo", "zstd[:level]" for new data; NULL = none */
-	unsigned long mount_flags_reserved;
+	const char *compress;  /* "zlib[:level]", "lzo", "zstd[:level]" for new data; NULL = none */
+	int compress_force;    /* compress-force=: try every write, not only data that looks compressible */
 };
 
 /* Mount the btrfs image or block device at @path. On success *@out owns the open device. */

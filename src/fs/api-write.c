@@ -22,6 +22,15 @@
 #define EMPTY_SUBVOL_DIR_OBJECTID 2ULL
 #define UBT_MAX_FILE_SIZE ((u64)INT64_MAX)
 
+/* How new data is written on this mount (compress= / compress-force=). */
+static struct ubt_write_opts write_opts_of(const ubt_fs *fs)
+{
+	struct ubt_write_opts o = { .compress_type = fs->compress_type,
+				    .compress_level = fs->compress_level,
+				    .compress_force = fs->compress_force };
+	return o;
+}
+
 /* ---- inode numbers (the encoding of fs.h; api.c owns the table) ---- */
 
 static u64 root_dirid(const struct ubt_root *root)
@@ -704,7 +713,9 @@ int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_se
 	if (to_set & UBT_SET_GID)
 		put_le32(&ii.gid, attr->st_gid);
 	if ((to_set & UBT_SET_SIZE) && (u64)attr->st_size != get_le64(&ii.size)) {
-		ret = ubt_file_truncate(&op.h, root, objectid, &ii, (u64)attr->st_size, NULL);
+		struct ubt_write_opts wopts = write_opts_of(fs);
+
+		ret = ubt_file_truncate(&op.h, root, objectid, &ii, (u64)attr->st_size, &wopts);
 		if (ret)
 			goto out;
 		ubt_inode_touch(&ii, true);
@@ -810,6 +821,7 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 {
 	ubt_fs *fs = f->fs;
 	struct btrfs_inode_item ii;
+	struct ubt_write_opts wopts;
 	struct wop op;
 	u64 ss = fs->fs_info->sectorsize, items;
 	int ret;
@@ -842,7 +854,8 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 		}
 	}
 	op.changed = true;
-	ret = ubt_file_write(&op.h, f->root, f->objectid, &ii, buf, size, off, NULL);
+	wopts = write_opts_of(fs);
+	ret = ubt_file_write(&op.h, f->root, f->objectid, &ii, buf, size, off, &wopts);
 	if (ret)
 		goto out;
 	ubt_inode_touch(&ii, true);

@@ -727,6 +727,39 @@ static void *commit_thread_fn(void *arg)
 	return NULL;
 }
 
+/* "zlib", "lzo", "zstd", optionally ":LEVEL"; "no"/"none"/NULL = off. */
+static int parse_compress(ubt_fs *fs, const char *spec)
+{
+	static const struct {
+		const char *name;
+		int type, max_level;
+	} algs[] = { { "zlib", BTRFS_COMPRESS_ZLIB, 9 }, { "lzo", BTRFS_COMPRESS_LZO, 0 }, { "zstd", BTRFS_COMPRESS_ZSTD, 15 } };
+	size_t len;
+
+	fs->compress_type = BTRFS_COMPRESS_NONE;
+	fs->compress_level = 0;
+	if (!spec || !*spec || !strcmp(spec, "no") || !strcmp(spec, "none"))
+		return 0;
+	len = strcspn(spec, ":");
+	for (size_t i = 0; i < ARRAY_SIZE(algs); i++) {
+		if (strlen(algs[i].name) != len || strncmp(spec, algs[i].name, len))
+			continue;
+		fs->compress_type = algs[i].type;
+		if (spec[len] == ':') {
+			char *end;
+			long level = strtol(spec + len + 1, &end, 10);
+			if (*end || level < 1 || level > algs[i].max_level) {
+				ubt_err("compress=%s: invalid level", spec);
+				return -EINVAL;
+			}
+			fs->compress_level = (int)level;
+		}
+		return 0;
+	}
+	ubt_err("compress=%s: unknown algorithm (zlib, lzo, zstd)", spec);
+	return -EINVAL;
+}
+
 /* The default subvolume: the "default" entry of the root tree's directory, else the top level. */
 static int default_subvol(struct ubt_fs_info *fs_info, u64 *id)
 {
@@ -788,6 +821,10 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 		ubt_bdev_close(bdev);
 		goto fail;
 	}
+	ret = parse_compress(fs, opts->compress);
+	if (ret)
+		goto fail;
+	fs->compress_force = opts->compress_force;
 	if (!fs->rdonly) {
 		ret = ubt_alloc_init(fs->fs_info);
 		if (ret) {
@@ -799,6 +836,13 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 		if (ret) {
 			ubt_err("%s: replaying the log tree failed: %s", path, ubt_strerror(ret));
 			goto fail;
+		}
+		/* As the kernel: an lzo or zstd mount marks the filesystem as possibly holding such extents. */
+		if (fs->compress_type == BTRFS_COMPRESS_LZO || fs->compress_type == BTRFS_COMPRESS_ZSTD) {
+			u64 bit = fs->compress_type == BTRFS_COMPRESS_LZO ? BTRFS_FEATURE_INCOMPAT_COMPRESS_LZO
+									  : BTRFS_FEATURE_INCOMPAT_COMPRESS_ZSTD;
+			fs->fs_info->incompat |= bit;
+			fs->fs_info->super.incompat_flags = htole64(fs->fs_info->incompat);
 		}
 	}
 

@@ -34,6 +34,9 @@ struct ubt_fs {
 	bool stopping;
 	unsigned commit_interval; /* seconds */
 	void *write_state;        /* the write side's private state (api-write.c) */
+	int compress_type;        /* BTRFS_COMPRESS_* for new data (mount option compress=) */
+	int compress_level;       /* 0 = the algorithm's default */
+	bool compress_force;
 };
 
 /*

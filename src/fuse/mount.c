@@ -172,6 +172,7 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 		.cache_bytes = a->cache_bytes,
 		.commit_interval = a->commit_interval,
 		.compress = a->compress,
+		.compress_force = a->compress_force,
 	};
 	unsigned waited_ms = 0, limit_ms = (unsigned)(a->lock_timeout * 1000.0);
 	int ret;
@@ -311,9 +312,6 @@ int ubtf_cmd_mount(int argc, char **argv)
 		ubtf_mount_args_free(&a);
 		return UBTF_EXIT_USAGE;
 	}
-	if (a.compress_force && !a.ro)
-		ubtf_err("warning: compress-force=%s is treated as compress=%s for now", a.compress,
-			 a.compress);
 	if (a.subvol && a.subvolid) {
 		ubtf_err("give subvol= or subvolid=, not both");
 		status = UBTF_EXIT_USAGE;

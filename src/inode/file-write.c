@@ -19,6 +19,9 @@
 #include "../device/bdev.h"
 #include "../util/messages.h"
 #include "../volumes/volumes.h"
+
+/* btrfs compresses at most 128 KiB of file data into one extent. */
+#define UBT_MAX_COMPRESSED (128 * 1024ULL)
 #include "inode-internal.h"
 
 int ubt_write_logical(struct ubt_fs_info *fs_info, u64 logical, const void *buf, size_t len)
@@ -458,43 +461,88 @@ struct wctx {
 	u64 nbytes;
 	u32 ss;
 	bool datasum;
+	int compress_type; /* 0: store as is */
+	int compress_level;
 };
 
-/* Put @n bytes (sector multiple) of @data at file offset @fpos into one new extent. */
+/*
+ * Compress @n bytes (at most UBT_MAX_COMPRESSED) into @out (capacity @n): returns the on-disk
+ * size (sector aligned, zero padded), or 0 when the data is to be stored as is — btrfs keeps a
+ * compressed extent only when it saves at least one sector.
+ */
+static u64 try_compress(struct wctx *c, const u8 *data, u64 n, u8 *out)
+{
+	ssize_t csize;
+	u64 disk;
+
+	if (!c->compress_type)
+		return 0;
+	csize = ubt_compress(c->compress_type, c->compress_level, data, (size_t)n, out, (size_t)n, c->ss);
+	if (csize <= 0)
+		return 0;
+	disk = ALIGN_UP((u64)csize, (u64)c->ss);
+	if (disk >= n)
+		return 0;
+	memset(out + csize, 0, (size_t)(disk - (u64)csize));
+	return disk;
+}
+
+/*
+ * Put @n bytes (sector multiple) of @data at file offset @fpos into one new extent, compressed
+ * when the mount asks for it and it pays (then @n is at most UBT_MAX_COMPRESSED).
+ */
 static int write_extent(struct wctx *c, u64 fpos, const u8 *data, u64 n)
 {
 	struct ubt_key key = { .objectid = c->ino, .type = BTRFS_EXTENT_DATA_KEY, .offset = fpos };
 	struct btrfs_file_extent_item fi;
-	u64 bytenr;
+	const u8 *disk_data = data;
+	u8 *cbuf = NULL;
+	u64 bytenr, disk = n;
+	int ctype = BTRFS_COMPRESS_NONE;
 	int ret;
 
+	if (c->compress_type && n <= UBT_MAX_COMPRESSED) {
+		cbuf = malloc((size_t)n);
+		if (!cbuf)
+			return -ENOMEM;
+		disk = try_compress(c, data, n, cbuf);
+		if (disk) {
+			disk_data = cbuf;
+			ctype = c->compress_type;
+		} else {
+			disk = n;
+		}
+	}
 	ret = ubt_file_drop_extents(c->h, c->root, c->ino, fpos, fpos + n, &c->nbytes);
 	if (ret < 0)
-		return ret;
-	ret = ubt_alloc_data_extent(c->h, n, 0, &bytenr);
+		goto out;
+	ret = ubt_alloc_data_extent(c->h, disk, 0, &bytenr);
 	if (ret < 0)
-		return ret;
-	ret = ubt_write_logical(c->fs_info, bytenr, data, (size_t)n);
+		goto out;
+	ret = ubt_write_logical(c->fs_info, bytenr, disk_data, (size_t)disk);
 	if (ret < 0) {
 		ubt_err("root %" PRIu64 " ino %" PRIu64 ": writing %" PRIu64 " bytes at logical %" PRIu64 " failed: %d",
-			c->root->objectid, c->ino, n, bytenr, ret);
-		ubt_free_reserved_data_extent(c->h, bytenr, n);
-		return ret;
+			c->root->objectid, c->ino, disk, bytenr, ret);
+		ubt_free_reserved_data_extent(c->h, bytenr, disk);
+		goto out;
 	}
 	if (c->datasum) {
-		ret = ubt_csum_insert(c->h, bytenr, data, n);
+		/* Checksums cover the bytes on disk (compressed ones for a compressed extent). */
+		ret = ubt_csum_insert(c->h, bytenr, disk_data, disk);
 		if (ret < 0)
-			return ret;
+			goto out;
 	}
-	fill_fext(c->h, &fi, BTRFS_FILE_EXTENT_REG, BTRFS_COMPRESS_NONE, n, bytenr, n, 0, n);
+	fill_fext(c->h, &fi, BTRFS_FILE_EXTENT_REG, ctype, n, bytenr, disk, 0, n);
 	ret = ubt_insert_item(c->h, c->root, &key, &fi, sizeof(fi));
 	if (ret < 0)
-		return ret;
-	ret = ubt_add_data_ref(c->h, bytenr, n, c->root->objectid, c->ino, fpos, 0);
+		goto out;
+	ret = ubt_add_data_ref(c->h, bytenr, disk, c->root->objectid, c->ino, fpos, 0);
 	if (ret < 0)
-		return ret;
+		goto out;
 	c->nbytes += n;
-	return 0;
+out:
+	free(cbuf);
+	return ret;
 }
 
 /*
@@ -521,7 +569,7 @@ static int rewrite_range(struct wctx *c, u64 a, u64 b, const void *buf, size_t l
 	if (buf)
 		memcpy(data + (off - a), buf, len);
 	for (u64 pos = a; pos < b;) {
-		u64 n = ubt_min(b - pos, UBT_MAX_EXTENT_SIZE);
+		u64 n = ubt_min(b - pos, c->compress_type ? UBT_MAX_COMPRESSED : UBT_MAX_EXTENT_SIZE);
 
 		ret = write_extent(c, pos, data + (pos - a), n);
 		if (ret < 0)
@@ -541,8 +589,10 @@ static u32 max_inline_of(const struct ubt_fs_info *fs_info, const struct ubt_wri
 }
 
 static void wctx_init(struct wctx *c, struct ubt_trans_handle *h, struct ubt_root *root, u64 ino,
-		      struct btrfs_inode_item *ii)
+		      struct btrfs_inode_item *ii, const struct ubt_write_opts *opts)
 {
+	u64 flags = get_le64(&ii->flags);
+
 	c->h = h;
 	c->root = root;
 	c->fs_info = root->fs_info;
@@ -550,7 +600,15 @@ static void wctx_init(struct wctx *c, struct ubt_trans_handle *h, struct ubt_roo
 	c->ii = ii;
 	c->nbytes = get_le64(&ii->nbytes);
 	c->ss = root->fs_info->sectorsize;
-	c->datasum = !(get_le64(&ii->flags) & BTRFS_INODE_NODATASUM);
+	c->datasum = !(flags & BTRFS_INODE_NODATASUM);
+	/* As btrfs: no compression without checksums or with nodatacow; NOCOMPRESS unless forced. */
+	c->compress_type = BTRFS_COMPRESS_NONE;
+	c->compress_level = 0;
+	if (opts && opts->compress_type && !(flags & (BTRFS_INODE_NODATASUM | BTRFS_INODE_NODATACOW)) &&
+	    (opts->compress_force || !(flags & BTRFS_INODE_NOCOMPRESS))) {
+		c->compress_type = opts->compress_type;
+		c->compress_level = opts->compress_level;
+	}
 }
 
 /* Is the sector at @pos backed by a real (non-hole) extent? */
@@ -606,7 +664,7 @@ int ubt_file_write(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, s
 
 	if (len == 0)
 		return 0;
-	wctx_init(&c, h, root, ino, ii);
+	wctx_init(&c, h, root, ino, ii, opts);
 	if (new_size <= max_inline_of(fs_info, opts)) {
 		/* The whole file fits in one inline extent. */
 		u8 *content = calloc(1, new_size);
@@ -670,7 +728,7 @@ int ubt_file_truncate(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino
 
 	if (new_size == isize)
 		return 0;
-	wctx_init(&c, h, root, ino, ii);
+	wctx_init(&c, h, root, ino, ii, opts);
 	ret = has_inline(root, ino, &inl);
 	if (ret < 0)
 		return ret;

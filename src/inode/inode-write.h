@@ -102,6 +102,7 @@ int ubt_xattr_set(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, co
 struct ubt_write_opts {
 	int compress_type; /* BTRFS_COMPRESS_*; 0 = none */
 	int compress_level;
+	bool compress_force; /* also data that a first look calls incompressible */
 	u32 max_inline;    /* 0 = UBT_DEFAULT_MAX_INLINE */
 };
 
