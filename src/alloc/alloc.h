@@ -61,5 +61,7 @@ int ubt_alloc_exclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
 int ubt_alloc_unexclude_range(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
 int ubt_alloc_claim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
 int ubt_alloc_unclaim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+/* Delete the data checksums of [@bytenr, +@len) from the csum tree (items split as needed). */
+int ubt_alloc_del_csums(struct ubt_trans_handle *h, u64 bytenr, u64 len);
 
 #endif

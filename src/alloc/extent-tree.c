@@ -819,6 +819,11 @@ static int del_csums(struct ubt_trans_handle *h, u64 bytenr, u64 len)
 	return ret;
 }
 
+int ubt_alloc_del_csums(struct ubt_trans_handle *h, u64 bytenr, u64 len)
+{
+	return del_csums(h, bytenr, len);
+}
+
 /* The extent left the extent tree (@on_disk) or never reached it: its space is pinned till commit. */
 static int free_extent_space(struct ubt_trans_handle *h, const struct ubt_dhead *hd, bool on_disk)
 {

@@ -13,7 +13,7 @@
  *   2. DIR_INDEX items: names are added unless an inode ref in the log will add them (step 3);
  *   3. xattrs are copied; INODE_REF/EXTREF items add their names (removing conflicting names) and
  *      then replace the subvolume's ref item; EXTENT_DATA items replace the file range they cover,
- *      taking a data reference (a claimed extent gets its extent item and the log's checksums);
+ *      taking a data reference (a claimed extent gets its extent item) and the log's checksums;
  *   4. the link count of every inode touched is recounted from its refs; an inode left without
  *      links gets an orphan item (a directory's entries are removed first).
  * Then super.log_root is cleared and the transaction commits; orphan cleanup deletes the inodes
@@ -1122,20 +1122,26 @@ out:
 	return ret;
 }
 
-/* Copy the log's checksums of claimed extent @c into the csum tree (once). */
-static int copy_csums(struct replay *rp, struct claimed *c)
+/*
+ * Copy the log's checksums of disk range [@start, +@len) into the csum tree, replacing what the
+ * csum tree has for the sectors the log covers (an extent can be referenced whole by one file
+ * extent item and in part by another: no overlapping csum items).
+ */
+static int copy_csums(struct replay *rp, u64 start, u64 len)
 {
 	struct ubt_fs_info *fs_info = rp->fs_info;
 	const u32 ss = fs_info->sectorsize, cs = (u32)fs_info->csum_size;
-	const u64 nsec = c->len / ss;
-	struct ubt_key key = { BTRFS_EXTENT_CSUM_OBJECTID, BTRFS_EXTENT_CSUM_KEY, c->bytenr };
+	const u64 nsec = len / ss;
+	struct ubt_key key = { BTRFS_EXTENT_CSUM_OBJECTID, BTRFS_EXTENT_CSUM_KEY, start };
 	struct ubt_path path;
 	u8 *sums;
 	bool *have;
 	int ret;
 
-	sums = calloc(nsec ? nsec : 1, cs);
-	have = calloc(nsec ? nsec : 1, sizeof(*have));
+	if (!nsec)
+		return 0;
+	sums = calloc(nsec, cs);
+	have = calloc(nsec, sizeof(*have));
 	if (!sums || !have) {
 		ret = -ENOMEM;
 		goto out_free;
@@ -1154,7 +1160,7 @@ static int copy_csums(struct replay *rp, struct claimed *c)
 		if (k.objectid > BTRFS_EXTENT_CSUM_OBJECTID ||
 		    (k.objectid == BTRFS_EXTENT_CSUM_OBJECTID && k.type > BTRFS_EXTENT_CSUM_KEY) ||
 		    (k.objectid == BTRFS_EXTENT_CSUM_OBJECTID && k.type == BTRFS_EXTENT_CSUM_KEY &&
-		     k.offset >= c->bytenr + c->len))
+		     k.offset >= start + len))
 			break;
 		if (k.objectid == BTRFS_EXTENT_CSUM_OBJECTID && k.type == BTRFS_EXTENT_CSUM_KEY) {
 			const u8 *p = ubt_item_ptr(leaf, slot);
@@ -1167,10 +1173,10 @@ static int copy_csums(struct replay *rp, struct claimed *c)
 			for (u32 i = 0; i < n; i++) {
 				u64 at = k.offset + (u64)i * ss;
 
-				if (at < c->bytenr || at >= c->bytenr + c->len)
+				if (at < start || at >= start + len)
 					continue;
-				memcpy(sums + (at - c->bytenr) / ss * cs, p + (size_t)i * cs, cs);
-				have[(at - c->bytenr) / ss] = true;
+				memcpy(sums + (at - start) / ss * cs, p + (size_t)i * cs, cs);
+				have[(at - start) / ss] = true;
 			}
 		}
 		ret = ubt_next_item(rp->log, &path);
@@ -1187,7 +1193,9 @@ static int copy_csums(struct replay *rp, struct claimed *c)
 		}
 		while (j < nsec && have[j])
 			j++;
-		ret = ubt_csum_insert_sums(rp->h, c->bytenr + i * ss, sums + i * cs, j - i);
+		ret = ubt_alloc_del_csums(rp->h, start + i * ss, (j - i) * ss);
+		if (!ret)
+			ret = ubt_csum_insert_sums(rp->h, start + i * ss, sums + i * cs, j - i);
 		i = j;
 	}
 out_free:
@@ -1215,8 +1223,15 @@ static int replay_extent(struct replay *rp, const struct ubt_key *key, const u8 
 		if (!add || !IS_ALIGNED(start | add, (u64)rp->fs_info->sectorsize) || start + add < start)
 			return log_corrupt(rp, key, "file extent range is not sector aligned");
 		end = start + add;
-		if (!fe->disk_bytenr)
+		if (fe->disk_bytenr) {
+			u64 dlen = le64toh(fe->disk_num_bytes);
+
+			if (!dlen || dlen > UBT_MAX_EXTENT_SIZE ||
+			    (!fe->compression && (le64toh(fe->offset) > dlen || add > dlen - le64toh(fe->offset))))
+				return log_corrupt(rp, key, "file extent outside its disk extent");
+		} else {
 			add = 0;
+		}
 	} else if (fe->type == BTRFS_FILE_EXTENT_INLINE) {
 		add = le64toh(fe->ram_bytes);
 		if (start != 0 || add > rp->fs_info->sectorsize)
@@ -1261,16 +1276,17 @@ static int replay_extent(struct replay *rp, const struct ubt_key *key, const u8 
 		ret = ubt_add_data_ref(rp->h, bytenr, len, rp->root->objectid, ino, start - le64toh(fe->offset), 0);
 		if (ret)
 			return ret;
-		if (c && !c->referenced) {
+		if (c) {
 			if (c->len != len)
 				return log_corrupt(rp, key, "data extent referenced with two different lengths");
 			c->referenced = true;
-			if (!(le64toh(ii.flags) & BTRFS_INODE_NODATASUM)) {
-				ret = copy_csums(rp, c);
-				if (ret)
-					return ret;
-			}
 		}
+		if (fe->compression)
+			ret = copy_csums(rp, bytenr, len);
+		else
+			ret = copy_csums(rp, bytenr + le64toh(fe->offset), le64toh(fe->num_bytes));
+		if (ret)
+			return ret;
 	}
 	/* Re-read: dropping extents does not touch the inode item, but be exact about the rest. */
 	ret = ubt_inode_read(rp->root, ino, &ii);
