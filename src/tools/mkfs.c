@@ -309,7 +309,8 @@ static int mk_tree_plan(struct mk_fs *fs, struct mk_tree *t)
 	size_t nr = 0, count;
 	u32 used = 0;
 
-	qsort(t->items, t->nr_items, sizeof(*t->items), mk_item_cmp);
+	if (t->nr_items)
+		qsort(t->items, t->nr_items, sizeof(*t->items), mk_item_cmp);
 	for (size_t i = 1; i < t->nr_items; i++) {
 		if (!mk_key_cmp(&t->items[i - 1].key, &t->items[i].key)) {
 			mk_err("internal: duplicate key (%llu %u %llu) in tree %lld",
@@ -896,7 +897,8 @@ static int mk_build_fst(struct mk_fs *fs, struct mk_tree *t)
 			for (size_t j = 0; j < o->nr_alloc; j++)
 				used[n++] = o->bytenr[j];
 		}
-		qsort(used, n, sizeof(*used), mk_u64_cmp);
+		if (n)
+			qsort(used, n, sizeof(*used), mk_u64_cmp);
 		for (size_t j = 0; j <= n; j++) {
 			u64 next = j < n ? used[j] : end;
 
@@ -1599,7 +1601,8 @@ static int mk_list_dir(const char *path, char ***names, size_t *nr)
 		free(v);
 		return ret;
 	}
-	qsort(v, n, sizeof(*v), mk_name_cmp);
+	if (n)
+		qsort(v, n, sizeof(*v), mk_name_cmp);
 	*names = v;
 	*nr = n;
 	return 0;
