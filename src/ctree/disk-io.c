@@ -489,6 +489,13 @@ int ubt_open_ctree(struct ubt_bdev *bdev, unsigned flags, size_t cache_bytes, st
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
+	if (le64toh(sb->log_root) && fs_info->rdonly && (flags & UBT_OPEN_MEMORY_REPLAY) &&
+	    !(flags & UBT_OPEN_NOLOGREPLAY)) {
+		/* The device stays read-only; the trees become writable in memory for the replay. */
+		ubt_info("%s: replaying the log tree in memory for the read-only view", bdev->name);
+		fs_info->rdonly = false;
+		fs_info->memory_only = true;
+	}
 	if (le64toh(sb->log_root) && fs_info->rdonly && !(flags & UBT_OPEN_NOLOGREPLAY)) {
 		ubt_err("%s: the filesystem has a log tree (data fsync'd after its last commit) and log replay is "
 			"not supported on a read-only mount; mount it read-write once to replay the log, or add "

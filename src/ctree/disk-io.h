@@ -27,6 +27,12 @@ struct ubt_eb_cache;
 #define UBT_OPEN_RDONLY (1u << 0)
 #define UBT_OPEN_NOLOGREPLAY (1u << 1)
 #define UBT_OPEN_REPLAY_LOG (1u << 2) /* read-write: the caller replays a log tree (inode/tree-log.c) */
+/*
+ * Read-only with a log tree: open the trees writable in memory only (fs_info->memory_only), so
+ * the caller can replay the log into the cached trees; nothing is ever written to the device
+ * (it is opened read-only), commits keep their blocks in memory.
+ */
+#define UBT_OPEN_MEMORY_REPLAY (1u << 3)
 
 struct ubt_fs_info {
 	struct ubt_bdev *bdev;
@@ -67,6 +73,7 @@ struct ubt_fs_info {
 	struct extent_buffer *dirty_list; /* blocks COWed/created in the running transaction */
 	size_t nr_dirty;
 	int fs_error;                /* sticky: after a failed commit the filesystem is read-only */
+	bool memory_only;            /* changes live in the cache only (read-only log replay) */
 };
 
 /*

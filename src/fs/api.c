@@ -816,6 +816,8 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 	}
 	if (!fs->rdonly)
 		oflags |= UBT_OPEN_REPLAY_LOG;
+	else
+		oflags |= UBT_OPEN_MEMORY_REPLAY;
 	ret = ubt_open_ctree(bdev, oflags, opts->cache_bytes, &fs->fs_info);
 	if (ret) {
 		ubt_bdev_close(bdev);
@@ -825,7 +827,7 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 	if (ret)
 		goto fail;
 	fs->compress_force = opts->compress_force;
-	if (!fs->rdonly) {
+	if (!fs->rdonly || fs->fs_info->memory_only) {
 		ret = ubt_alloc_init(fs->fs_info);
 		if (ret) {
 			ubt_err("%s: cannot prepare the allocator for a read-write mount: %s", path, ubt_strerror(ret));
@@ -838,7 +840,7 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 			goto fail;
 		}
 		/* As the kernel: an lzo or zstd mount marks the filesystem as possibly holding such extents. */
-		if (fs->compress_type == BTRFS_COMPRESS_LZO || fs->compress_type == BTRFS_COMPRESS_ZSTD) {
+		if (!fs->rdonly && (fs->compress_type == BTRFS_COMPRESS_LZO || fs->compress_type == BTRFS_COMPRESS_ZSTD)) {
 			u64 bit = fs->compress_type == BTRFS_COMPRESS_LZO ? BTRFS_FEATURE_INCOMPAT_COMPRESS_LZO
 									  : BTRFS_FEATURE_INCOMPAT_COMPRESS_ZSTD;
 			fs->fs_info->incompat |= bit;

@@ -261,6 +261,14 @@ static int commit_locked(struct ubt_trans_handle *h)
 	}
 	if (h->error)
 		goto abort;
+	if (fs_info->memory_only) {
+		/*
+		 * Read-only log replay: the new trees live in the cache. Dirty blocks stay dirty (and so
+		 * are never evicted), the transaction stays open for later changes to continue in place,
+		 * and freed space stays pinned, so no block the committed tree uses is handed out again.
+		 */
+		return 0;
+	}
 
 	sb->root = htole64(fs_info->tree_root.bytenr);
 	sb->root_level = fs_info->tree_root.level;
@@ -321,7 +329,8 @@ int ubt_trans_end(struct ubt_trans_handle *h)
 		discard_dirty(fs_info);
 		if (fs_info->extent_ops && fs_info->extent_ops->abort)
 			fs_info->extent_ops->abort(fs_info);
-	} else if ((u64)fs_info->nr_dirty * UBT_DIRTY_COMMIT_FRACTION > fs_info->eb_cache->max_nr) {
+	} else if (!fs_info->memory_only &&
+		   (u64)fs_info->nr_dirty * UBT_DIRTY_COMMIT_FRACTION > fs_info->eb_cache->max_nr) {
 		ret = commit_locked(h);
 	}
 	pthread_rwlock_unlock(&fs_info->tree_lock);
@@ -336,7 +345,7 @@ int ubt_commit_if_dirty(struct ubt_fs_info *fs_info)
 	ret = ubt_trans_start(fs_info, &h);
 	if (ret)
 		return ret == -EROFS && fs_info->rdonly ? 0 : ret;
-	if (!fs_info->nr_dirty) {
+	if (!fs_info->nr_dirty || fs_info->memory_only) {
 		/* Every change COWs at least one block: nothing dirty means nothing to commit. */
 		pthread_rwlock_unlock(&fs_info->tree_lock);
 		return 0;
