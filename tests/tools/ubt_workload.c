@@ -15,6 +15,9 @@
  *       directories in /deep; every name is written to FILE (as `find .` prints it). Prints the
  *       peak RSS ("peak_rss_kib N").
  *
+ *   ubt_workload pattern LEN SEED OFF
+ *       Print the LEN bytes that write/append/fill with SEED put at file offset OFF.
+ *
  *   ubt_workload script IMG [--compress ALG] < COMMANDS
  *       One command per line (paths are absolute inside the mount, no spaces):
  *         mkdir P | create P | write P OFF LEN SEED | append P LEN SEED | truncate P SIZE |
@@ -1637,7 +1640,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: ubt_workload random IMG [--seed N] [--ops N] [--batch N] [--manifest FILE] [--compress ALG]\n"
 			"       ubt_workload many IMG [--flat N] [--deep N] [--dirs N] [--batch N] [--list FILE]\n"
-			"       ubt_workload script IMG [--compress ALG] < COMMANDS\n");
+			"       ubt_workload script IMG [--compress ALG] < COMMANDS\n"
+			"       ubt_workload pattern LEN SEED OFF\n");
 	exit(2);
 }
 
@@ -1646,6 +1650,15 @@ int main(int argc, char **argv)
 	uint64_t seed = 1, ops = 20000, batch = 500, nflat = 100000, ndeep = 100000, ndirs = 2000;
 	const char *manifest = NULL, *compress = NULL, *list = NULL;
 
+	if (argc == 5 && !strcmp(argv[1], "pattern")) {
+		/* pattern LEN SEED OFF: the bytes write/append/fill put at file offset OFF */
+		uint64_t len = strtoull(argv[2], NULL, 0), pseed = strtoull(argv[3], NULL, 0);
+		uint64_t off = strtoull(argv[4], NULL, 0);
+
+		for (uint64_t i = 0; i < len; i++)
+			putchar(pattern_byte(pseed, off + i));
+		return fflush(stdout) ? 1 : 0;
+	}
 	if (argc < 3)
 		usage();
 	image = argv[2];
