@@ -595,6 +595,15 @@ static int statfs_(ubt_fs *fs, struct statvfs *st)
 	st->f_blocks = total / fi->sectorsize;
 	st->f_bfree = used < total ? (total - used) / fi->sectorsize : 0;
 	st->f_bavail = st->f_bfree;
+	if (!fs->rdonly) {
+		u64 atotal, afree, avail;
+
+		/* What data writes can still get (free in data block groups + unallocated), as btrfs's
+		 * statfs: free metadata space is not available to files. */
+		ubt_alloc_statfs(fi, &atotal, &afree, &avail);
+		if (avail / fi->sectorsize < st->f_bavail)
+			st->f_bavail = avail / fi->sectorsize;
+	}
 	st->f_namemax = BTRFS_NAME_LEN;
 	memcpy(&fsid_lo, fi->fsid, sizeof(fsid_lo));
 	st->f_fsid = (unsigned long)(fsid_lo ^ fs->subvols[0]->objectid);
