@@ -144,6 +144,52 @@ int ubt_fsync(ubt_file *f, int datasync);
 /* Commit everything (sync(2)). */
 int ubt_sync(ubt_fs *fs);
 
+/*
+ * ---- Data: space, flags, direct IO, mapped access ----
+ */
+
+/* fallocate(2) modes (the values of FALLOC_FL_*). */
+#define UBT_FALLOC_KEEP_SIZE 0x01
+#define UBT_FALLOC_PUNCH_HOLE 0x02 /* with KEEP_SIZE, as Linux requires */
+#define UBT_FALLOC_ZERO_RANGE 0x10
+/*
+ * Preallocate (PREALLOC extents, read as zeros, converted when written), punch a hole, or zero
+ * a range. -EOPNOTSUPP for other modes; -ENOSPC when the space is not there (nothing changed).
+ */
+int ubt_fallocate(ubt_file *f, int mode, uint64_t off, uint64_t len);
+
+/*
+ * Inode flags with the values of FS_IOC_GETFLAGS/SETFLAGS (chattr): FS_NOCOW_FL ('C', no
+ * copy-on-write and no checksums; only on empty files, as btrfs), FS_COMPR_FL ('c'),
+ * FS_NOCOMP_FL ('m'), FS_SYNC_FL, FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NODUMP_FL, FS_NOATIME_FL,
+ * FS_DIRSYNC_FL. Unknown bits give -EOPNOTSUPP.
+ */
+int ubt_get_flags(ubt_fs *fs, ubt_ino ino, unsigned *flags);
+int ubt_set_flags(ubt_fs *fs, ubt_ino ino, unsigned flags);
+
+/*
+ * Direct IO: bypasses the page cache (cached pages of the range are written back and dropped
+ * first). Offsets and lengths aligned to the sector size (4096) go direct; unaligned requests
+ * fall back to buffered IO, as btrfs does. A short source (the caller's buffer ends early, or an
+ * injected fault) returns the bytes that reached the disk, and those read back as written.
+ */
+ssize_t ubt_pwrite_direct(ubt_file *f, const void *buf, size_t size, uint64_t off);
+ssize_t ubt_pread_direct(ubt_file *f, void *buf, size_t size, uint64_t off);
+
+/*
+ * Mapped access, the library's mmap: ubt_mmap returns a buffer holding file bytes
+ * [@off, @off + @len) (@off page aligned; past EOF reads as zeros); the caller may change it.
+ * ubt_msync/ubt_munmap hand the changed pages back as the kernel's unmap path does: they are
+ * marked dirty *without* a space reservation, and writeback sets them up (the fixup worker)
+ * before writing them. The file does not grow through a mapping (bytes past EOF are dropped).
+ */
+void *ubt_mmap(ubt_file *f, uint64_t off, size_t len);
+int ubt_msync(ubt_file *f, void *addr, size_t len);
+int ubt_munmap(ubt_file *f, void *addr, size_t len);
+
+/* Start writeback of the file's dirty data and wait for it (no commit; see ubt_fsync). */
+int ubt_flush(ubt_file *f);
+
 /* Library log: 0 error, 1 warning (default), 2 info, 3 debug. */
 void ubt_set_log_level(int level);
 
