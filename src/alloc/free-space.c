@@ -75,6 +75,20 @@ static int load_bitmap(struct ubt_fs_info *fs_info, struct ubt_block_group *bg, 
 	return 0;
 }
 
+/* Remove the superblock stripes inside @bg from its allocatable free space. */
+static int exclude_super(struct ubt_fs_info *fs_info, struct ubt_block_group *bg)
+{
+	struct ubt_rangeset sup;
+	int ret;
+
+	rs_init(&sup);
+	ret = ubt_bg_super_ranges(fs_info, bg->start, bg->length, &sup);
+	for (size_t j = 0; !ret && j < sup.nr; j++)
+		ret = rs_remove_any(&bg->free, sup.r[j].start, sup.r[j].len);
+	rs_free(&sup);
+	return ret;
+}
+
 int ubt_fst_load(struct ubt_fs_info *fs_info)
 {
 	struct ubt_alloc_info *ai = ainfo(fs_info);
@@ -156,6 +170,13 @@ int ubt_fst_load(struct ubt_fs_info *fs_info)
 				 (unsigned long long)bg->start, counts[i], bg->fst.nr);
 		rs_free(&bg->free);
 		ret = rs_copy(&bg->free, &bg->fst);
+		if (ret)
+			goto out;
+		/*
+		 * btrfs's free space tree lists superblock stripes inside a block group as free (only
+		 * the in-memory free space leaves them out): never hand them out.
+		 */
+		ret = exclude_super(fs_info, bg);
 		if (ret)
 			goto out;
 	}
