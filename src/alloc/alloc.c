@@ -498,7 +498,7 @@ static void meta_space(struct ubt_alloc_info *ai, u64 *total, u64 *free_bytes, u
 	*used = *total - *free_bytes - pinned;
 }
 
-int ubt_reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes)
+static int reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes, bool freeing)
 {
 	struct ubt_alloc_info *ai = ainfo(fs_info);
 	u64 meta = meta_items * fs_info->nodesize * BTRFS_MAX_LEVEL * 2;
@@ -509,16 +509,17 @@ int ubt_reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_byte
 		return -EROFS;
 	pthread_mutex_lock(&ai->lock);
 	for (;;) {
-		meta_space(ai, &total, &free_bytes, &used);
-		if (ai->mixed) {
-			u64 need = ai->meta_reserved + ai->data_reserved + meta + data_bytes + global_rsv(fs_info, total, used);
+		u64 need;
 
-			if (free_bytes >= need)
-				break;
-		} else if (free_bytes >= ai->meta_reserved + meta + global_rsv(fs_info, total, used)) {
+		meta_space(ai, &total, &free_bytes, &used);
+		need = ai->meta_reserved + meta + (ai->mixed ? ai->data_reserved + data_bytes : 0);
+		if (free_bytes >= need + global_rsv(fs_info, total, used))
+			break;
+		ret = ubt_alloc_chunk(fs_info, BTRFS_BLOCK_GROUP_METADATA);
+		if (ret == -ENOSPC && freeing && free_bytes >= need) {
+			ret = 0; /* from the global reserve: this change gives space back */
 			break;
 		}
-		ret = ubt_alloc_chunk(fs_info, BTRFS_BLOCK_GROUP_METADATA);
 		if (ret)
 			goto out;
 	}
@@ -535,6 +536,16 @@ int ubt_reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_byte
 out:
 	pthread_mutex_unlock(&ai->lock);
 	return ret;
+}
+
+int ubt_reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes)
+{
+	return reserve_space(fs_info, meta_items, data_bytes, false);
+}
+
+int ubt_reserve_space_freeing(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes)
+{
+	return reserve_space(fs_info, meta_items, data_bytes, true);
 }
 
 void ubt_release_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes)

@@ -24,6 +24,13 @@ void ubt_alloc_exit(struct ubt_fs_info *fs_info);
  * done (or failed). Returns 0 or -ENOSPC.
  */
 int ubt_reserve_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes);
+/*
+ * The same for a change that frees space (unlink, rmdir, truncate down, evicting an orphan):
+ * when the metadata space outside the global reserve runs out, it may use the global reserve
+ * (never more than the free metadata space), so a full filesystem can still be emptied.
+ * Released with ubt_release_space.
+ */
+int ubt_reserve_space_freeing(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes);
 void ubt_release_space(struct ubt_fs_info *fs_info, u64 meta_items, u64 data_bytes);
 
 /*

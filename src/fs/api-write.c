@@ -99,7 +99,8 @@ struct wop {
 	const char *what;
 };
 
-static int wop_begin(struct wop *op, ubt_fs *fs, const char *what, u64 items, u64 data)
+/* @freeing: the change gives space back (removals): it may use the global reserve. */
+static int wop_begin_(struct wop *op, ubt_fs *fs, const char *what, u64 items, u64 data, bool freeing)
 {
 	int ret;
 
@@ -109,7 +110,7 @@ static int wop_begin(struct wop *op, ubt_fs *fs, const char *what, u64 items, u6
 	op->what = what;
 	if (fs->rdonly || op->fi->rdonly || op->fi->fs_error)
 		return -EROFS;
-	ret = ubt_reserve_space(op->fi, items, data);
+	ret = freeing ? ubt_reserve_space_freeing(op->fi, items, data) : ubt_reserve_space(op->fi, items, data);
 	if (ret < 0)
 		return ret;
 	op->items = items;
@@ -120,6 +121,11 @@ static int wop_begin(struct wop *op, ubt_fs *fs, const char *what, u64 items, u6
 		return ret;
 	}
 	return 0;
+}
+
+static int wop_begin(struct wop *op, ubt_fs *fs, const char *what, u64 items, u64 data)
+{
+	return wop_begin_(op, fs, what, items, data, false);
 }
 
 static int wop_end(struct wop *op, int ret)
@@ -443,7 +449,7 @@ static int remove_(ubt_fs *fs, ubt_ino parent, const char *name, bool isdir)
 		return -EINVAL;
 	if (!strcmp(name, ".."))
 		return -ENOTEMPTY;
-	ret = wop_begin(&op, fs, isdir ? "rmdir" : "unlink", 16, 0);
+	ret = wop_begin_(&op, fs, isdir ? "rmdir" : "unlink", 16, 0, true);
 	if (ret)
 		return ret;
 	ret = read_dir(root, dir, &dir_ii);

@@ -44,7 +44,7 @@ static int orphan_delete_now(struct ubt_root *root, u64 ino)
 	const u64 items = 16;
 	int ret;
 
-	ret = ubt_reserve_space(fs_info, items, 0);
+	ret = ubt_reserve_space_freeing(fs_info, items, 0);
 	if (ret < 0)
 		return ret;
 	ret = ubt_trans_start(fs_info, &h);
