@@ -111,6 +111,16 @@ static int wop_begin_(struct wop *op, ubt_fs *fs, const char *what, u64 items, u
 	if (fs->rdonly || op->fi->rdonly || op->fi->fs_error)
 		return -EROFS;
 	ret = freeing ? ubt_reserve_space_freeing(op->fi, items, data) : ubt_reserve_space(op->fi, items, data);
+	if (ret == -ENOSPC) {
+		/*
+		 * Space freed since the last commit (deleted files, COWed tree blocks) stays pinned
+		 * until a commit: commit and try once more before giving up, as btrfs flushes.
+		 */
+		ret = ubt_commit_if_dirty(op->fi);
+		if (ret == 0)
+			ret = freeing ? ubt_reserve_space_freeing(op->fi, items, data)
+				      : ubt_reserve_space(op->fi, items, data);
+	}
 	if (ret < 0)
 		return ret;
 	op->items = items;

@@ -45,6 +45,12 @@ static int orphan_delete_now(struct ubt_root *root, u64 ino)
 	int ret;
 
 	ret = ubt_reserve_space_freeing(fs_info, items, 0);
+	if (ret == -ENOSPC) {
+		/* what earlier deletions freed is pinned until a commit */
+		ret = ubt_commit_if_dirty(fs_info);
+		if (ret == 0)
+			ret = ubt_reserve_space_freeing(fs_info, items, 0);
+	}
 	if (ret < 0)
 		return ret;
 	ret = ubt_trans_start(fs_info, &h);
