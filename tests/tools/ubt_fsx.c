@@ -30,7 +30,8 @@
  * --record FILE writes every op as a line "NAME FILE OFF LEN AUX PAT"; --replay FILE runs such
  * lines instead of random ops. --shrink (with --replay) keeps IMG pristine and runs each candidate
  * op list in a child on a copy (IMG.shrink), delta-debugging the list to a minimal failing one,
- * written to FILE.min. --model-bug plants an error in the model (a write at an offset that is
+ * written to FILE.min; a candidate counts only when it fails the same way (the first words of
+ * the message), unless --shrink-any. --model-bug plants an error in the model (a write at an offset that is
  * 123 modulo 4096 is remembered with its first bit flipped) to test the checks and the shrinker.
  */
 #include <errno.h>
@@ -899,7 +900,6 @@ static void setup(void)
 
 static void finish(void)
 {
-	opno++;
 	for (int i = 0; i < cfg.nfiles; i++)
 		check_file(&files[i], "final check");
 	close_files();
@@ -1025,9 +1025,44 @@ static void run(const struct op *ops, uint64_t nops)
 
 /* ---- --shrink: delta debugging over an op list, each trial on a fresh copy of the image ---- */
 
+/*
+ * What a failure is about: the first three words of its message without digits ("fsx: data
+ * mismatch", "fsx: size"), so shrinking keeps chasing the same failure and not another one.
+ */
+static void failure_signature(const char *errfile, char *sig, size_t size)
+{
+	FILE *fp = fopen(errfile, "r");
+	char line[1024], *msg = NULL;
+	size_t o = 0;
+	int words = 0;
+
+	sig[0] = 0;
+	if (!fp)
+		return;
+	while (fgets(line, sizeof(line), fp)) {
+		char *p = strstr(line, "FAIL at op ");
+
+		if (p && (p = strstr(p, "): "))) {
+			msg = p + 3;
+			break;
+		}
+	}
+	fclose(fp);
+	for (; msg && *msg && *msg != '\n' && o + 1 < size; msg++) {
+		if (*msg == ' ' && ++words == 3)
+			break;
+		if (*msg < '0' || *msg > '9')
+			sig[o++] = *msg;
+	}
+	sig[o] = 0;
+}
+
+static char shrink_sig[128];
+static bool shrink_any;
+
 static bool trial_fails(const char *pristine, const char *copy, const struct op *ops, uint64_t n)
 {
-	char cmd[8192];
+	char cmd[8192], errfile[4096], sig[128];
 	pid_t pid;
 	int st;
 
@@ -1036,6 +1071,7 @@ static bool trial_fails(const char *pristine, const char *copy, const struct op 
 		fprintf(stderr, "ubt_fsx: %s failed\n", cmd);
 		exit(2);
 	}
+	snprintf(errfile, sizeof(errfile), "%s.err", copy);
 	fflush(stdout);
 	pid = fork();
 	if (pid < 0) {
@@ -1044,11 +1080,12 @@ static bool trial_fails(const char *pristine, const char *copy, const struct op 
 	}
 	if (pid == 0) {
 		int devnull = open("/dev/null", O_WRONLY);
+		int err = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
-		if (devnull >= 0) {
+		if (devnull >= 0)
 			dup2(devnull, 1);
-			dup2(devnull, 2);
-		}
+		if (err >= 0)
+			dup2(err, 2);
 		in_child = true;
 		cfg.image = copy;
 		run(ops, n);
@@ -1058,7 +1095,15 @@ static bool trial_fails(const char *pristine, const char *copy, const struct op 
 		perror("waitpid");
 		exit(2);
 	}
-	return !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return false;
+	failure_signature(errfile, sig, sizeof(sig));
+	if (!shrink_sig[0]) {
+		snprintf(shrink_sig, sizeof(shrink_sig), "%s", sig[0] ? sig : "?");
+		printf("shrink: the failure to keep: \"%s\"%s\n", shrink_sig, shrink_any ? " (or any other)" : "");
+		return true;
+	}
+	return shrink_any || !strcmp(sig, shrink_sig);
 }
 
 static int shrink(void)
@@ -1126,7 +1171,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: ubt_fsx IMG [-s SEED] [-n OPS] [-f FILES] [--compress ALG] [--compress-force]\n"
 		"               [--max-size BYTES] [--huge BYTES] [-w OP=WEIGHT,...] [--commit SECS]\n"
-		"               [--dump DIR] [--record FILE] [--replay FILE [--shrink]] [--model-bug] [-v]\n"
+		"               [--dump DIR] [--record FILE] [--replay FILE [--shrink|--shrink-any]] [--model-bug] [-v]\n"
 		"ops and default weights:");
 	for (int k = 0; k < OP_NR; k++)
 		fprintf(stderr, " %s=%u", op_info[k].name, op_info[k].weight);
@@ -1216,6 +1261,8 @@ int main(int argc, char **argv)
 			cfg.replay = v;
 		else if (!strcmp(a, "--shrink"))
 			cfg.shrink = true;
+		else if (!strcmp(a, "--shrink-any"))
+			cfg.shrink = shrink_any = true;
 		else if (!strcmp(a, "--model-bug"))
 			cfg.model_bug = true;
 		else if (!strcmp(a, "-v"))
