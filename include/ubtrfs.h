@@ -35,6 +35,8 @@ typedef uint64_t ubt_ino;
 /* Mount flags. */
 #define UBT_MOUNT_RDONLY (1u << 0)     /* read-only: nothing is ever written to the image */
 #define UBT_MOUNT_NOLOGREPLAY (1u << 1) /* ignore a log tree (data fsync'd after the last commit) */
+#define UBT_MOUNT_NODATACOW (1u << 2)   /* new files: no copy-on-write, no checksums (btrfs nodatacow) */
+#define UBT_MOUNT_NODATASUM (1u << 3)   /* new files: no data checksums (btrfs nodatasum) */
 
 /*
  * Mount options. Zeroed means defaults; the caller owns the struct and may free it after

@@ -71,4 +71,14 @@ int ubt_alloc_unclaim_data_extent(struct ubt_fs_info *fs_info, u64 bytenr, u64 l
 /* Delete the data checksums of [@bytenr, +@len) from the csum tree (items split as needed). */
 int ubt_alloc_del_csums(struct ubt_trans_handle *h, u64 bytenr, u64 len);
 
+/*
+ * May a NOCOW write overwrite data extent [@bytenr, +@num_bytes) in place? *@excl: its only
+ * references are EXTENT_DATA_REFs of (@root, @ino, @offset), counting the extent tree and the
+ * references queued in this transaction. *@gen: the extent item's generation (the running
+ * transaction's for an extent not in the tree yet); the caller compares it with its root's
+ * last_snapshot, as btrfs does (a snapshot shares the leaf, not the reference).
+ */
+int ubt_data_extent_exclusive(struct ubt_trans_handle *h, u64 bytenr, u64 num_bytes, u64 root, u64 ino, u64 offset,
+			      bool *excl, u64 *gen);
+
 #endif

@@ -17,6 +17,7 @@
 
 #include "../alloc/alloc.h"
 #include "../inode/inode-write.h"
+#include "api-internal.h"
 #include "../util/messages.h"
 
 #define EMPTY_SUBVOL_DIR_OBJECTID 2ULL
@@ -89,15 +90,6 @@ static void fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u32 idx, u6
 }
 
 /* ---- one change: reserve, transaction, abort on a failure after the first change ---- */
-
-struct wop {
-	ubt_fs *fs;
-	struct ubt_fs_info *fi;
-	struct ubt_trans_handle h;
-	u64 items, data;
-	bool changed; /* set before the first tree change: an error from then on aborts */
-	const char *what;
-};
 
 /* @freeing: the change gives space back (removals): it may use the global reserve. */
 static int wop_begin_(struct wop *op, ubt_fs *fs, const char *what, u64 items, u64 data, bool freeing)
@@ -196,6 +188,25 @@ static int lookup_child(struct ubt_root *root, u64 dir, const char *name, size_t
 
 /* ---- creation ---- */
 
+/* As btrfs: compression and NOCOW flags come from the directory, nodatacow/nodatasum from the mount. */
+static void inherit_flags(const ubt_fs *fs, const struct btrfs_inode_item *dir_ii, struct btrfs_inode_item *ii)
+{
+	u64 dflags = get_le64(&dir_ii->flags), flags = get_le64(&ii->flags);
+	bool reg = S_ISREG(get_le32(&ii->mode));
+
+	if (dflags & BTRFS_INODE_NOCOMPRESS)
+		flags = (flags & ~BTRFS_INODE_COMPRESS) | BTRFS_INODE_NOCOMPRESS;
+	else if (dflags & BTRFS_INODE_COMPRESS)
+		flags = (flags & ~BTRFS_INODE_NOCOMPRESS) | BTRFS_INODE_COMPRESS;
+	if (dflags & BTRFS_INODE_NODATACOW)
+		flags |= BTRFS_INODE_NODATACOW | (reg ? BTRFS_INODE_NODATASUM : 0);
+	if (reg && fs->nodatasum)
+		flags |= BTRFS_INODE_NODATASUM;
+	if (reg && fs->nodatacow)
+		flags |= BTRFS_INODE_NODATACOW | BTRFS_INODE_NODATASUM;
+	put_le64(&ii->flags, flags);
+}
+
 static int create_(ubt_fs *fs, ubt_ino parent, const char *name, u32 mode, u64 rdev, uid_t uid, gid_t gid,
 		   const char *target, ubt_ino *ino, struct stat *st)
 {
@@ -227,6 +238,10 @@ static int create_(ubt_fs *fs, ubt_ino parent, const char *name, u32 mode, u64 r
 	ret = read_dir(root, dir, &dir_ii);
 	if (ret)
 		goto out;
+	if (get_le64(&dir_ii.flags) & BTRFS_INODE_IMMUTABLE) {
+		ret = -EPERM;
+		goto out;
+	}
 	ret = lookup_child(root, dir, name, len, &child, &type);
 	if (ret == 0 || ret == -EXDEV)
 		ret = -EEXIST;
@@ -241,6 +256,7 @@ static int create_(ubt_fs *fs, ubt_ino parent, const char *name, u32 mode, u64 r
 
 	op.changed = true;
 	ubt_inode_init(&op.h, &ii, mode, rdev, uid, gid);
+	inherit_flags(fs, &dir_ii, &ii);
 	if (target) {
 		put_le64(&ii.size, tlen);
 		put_le64(&ii.nbytes, tlen);
@@ -353,6 +369,12 @@ int ubt_link(ubt_fs *fs, ubt_ino ino, ubt_ino newparent, const char *newname, st
 		goto out;
 	}
 	ret = read_dir(root, dir, &dir_ii);
+	if (ret)
+		goto out;
+	/* As the VFS: no new names for immutable/append-only inodes, none in an immutable directory. */
+	ret = ubt_api_check_mutable(&ii);
+	if (!ret && (get_le64(&dir_ii.flags) & BTRFS_INODE_IMMUTABLE))
+		ret = -EPERM;
 	if (ret)
 		goto out;
 	ret = lookup_child(root, dir, newname, len, &child, &type);
@@ -473,6 +495,12 @@ static int remove_(ubt_fs *fs, ubt_ino parent, const char *name, bool isdir)
 	ret = ubt_inode_read(root, child, &ii);
 	if (ret)
 		goto out;
+	/* As the VFS: nothing leaves an immutable/append-only directory, no such inode goes. */
+	ret = ubt_api_check_mutable(&dir_ii);
+	if (!ret)
+		ret = ubt_api_check_mutable(&ii);
+	if (ret)
+		goto out;
 	if (isdir && !S_ISDIR(get_le32(&ii.mode))) {
 		ret = -ENOTDIR;
 		goto out;
@@ -586,6 +614,19 @@ int ubt_rename(ubt_fs *fs, ubt_ino parent, const char *name, ubt_ino newparent, 
 		if (dst == src)
 			goto out; /* two names of one inode (or the same name): nothing to do */
 	}
+	/* As the VFS: immutable/append-only directories and inodes keep their names. */
+	ret = ubt_api_check_mutable(&odir_ii);
+	if (!ret)
+		ret = ubt_api_check_mutable(&src_ii);
+	if (!ret && (get_le64(&ndir->flags) & BTRFS_INODE_IMMUTABLE))
+		ret = -EPERM;
+	if (!ret && exists) {
+		ret = ubt_api_check_mutable(ndir);
+		if (!ret)
+			ret = ubt_api_check_mutable(&dst_ii);
+	}
+	if (ret)
+		goto out;
 	/* A directory may not move below itself (checked before the types, as the VFS does). */
 	if (src_dir && ndir_ino != odir) {
 		ret = ubt_dir_is_ancestor(root, src, ndir_ino, &loop);
@@ -711,6 +752,13 @@ int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_se
 	if (ret)
 		goto out;
 	mode = get_le32(&ii.mode);
+	/* As the VFS: nothing changes on an immutable inode; an append-only one takes only "now" times. */
+	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
+	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) &&
+	     (to_set & ~(UBT_SET_ATIME_NOW | UBT_SET_MTIME_NOW | UBT_SET_CTIME)))) {
+		ret = -EPERM;
+		goto out;
+	}
 	if (to_set & UBT_SET_SIZE) {
 		if (S_ISDIR(mode)) {
 			ret = -EISDIR;
@@ -803,6 +851,9 @@ static int xattr_change(ubt_fs *fs, ubt_ino ino, const char *name, const void *v
 	ret = ubt_inode_read(root, objectid, &ii);
 	if (ret)
 		goto out;
+	ret = ubt_api_check_mutable(&ii);
+	if (ret)
+		goto out;
 	/* As the VFS: user.* only on regular files and directories. */
 	if (!strncmp(name, "user.", 5) && !S_ISREG(get_le32(&ii.mode)) && !S_ISDIR(get_le32(&ii.mode))) {
 		ret = value ? -EPERM : -ENODATA;
@@ -862,6 +913,12 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 		ret = -EINVAL;
 		goto out;
 	}
+	/* Flags set after the open: immutable takes no writes, append-only only appends. */
+	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
+	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND))) {
+		ret = -EPERM;
+		goto out;
+	}
 	if (f->flags & O_APPEND) {
 		off = get_le64(&ii.size);
 		if (size > UBT_MAX_FILE_SIZE - off) {
@@ -870,7 +927,7 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 		}
 	}
 	op.changed = true;
-	wopts = write_opts_of(fs);
+	wopts = ubt_api_write_opts(fs, &ii);
 	ret = ubt_file_write(&op.h, f->root, f->objectid, &ii, buf, size, off, &wopts);
 	if (ret)
 		goto out;
@@ -897,4 +954,36 @@ int ubt_sync(ubt_fs *fs)
 	if (fs->rdonly)
 		return 0;
 	return ubt_commit_if_dirty(fs->fs_info);
+}
+
+/* ---- shared with the other API files (api-internal.h) ---- */
+
+int ubt_api_wop_begin(struct wop *op, ubt_fs *fs, const char *what, u64 items, u64 data)
+{
+	return wop_begin(op, fs, what, items, data);
+}
+
+int ubt_api_wop_end(struct wop *op, int ret)
+{
+	return wop_end(op, ret);
+}
+
+int ubt_api_decode(ubt_fs *fs, ubt_ino ino, struct ubt_root **root, u64 *objectid, u32 *idx)
+{
+	return decode(fs, ino, root, objectid, idx);
+}
+
+void ubt_api_fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u32 idx, u64 objectid, struct stat *st)
+{
+	fill_stat(fs, ii, idx, objectid, st);
+}
+
+struct ubt_write_opts ubt_api_write_opts(const ubt_fs *fs, const struct btrfs_inode_item *ii)
+{
+	struct ubt_write_opts o = write_opts_of(fs);
+
+	/* chattr +c without compress=: zlib, as btrfs's default for the compression property. */
+	if (ii && !o.compress_type && (get_le64(&ii->flags) & BTRFS_INODE_COMPRESS))
+		o.compress_type = BTRFS_COMPRESS_ZLIB;
+	return o;
 }

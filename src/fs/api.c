@@ -528,6 +528,13 @@ static int open_(ubt_fs *fs, ubt_ino ino, int flags, ubt_file **out)
 		ret = -EROFS;
 		goto fail;
 	}
+	/* As the VFS: an immutable file opens read-only, an append-only one for appends, untruncated. */
+	if (((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) &&
+	    ((le64toh(f->inode.flags) & BTRFS_INODE_IMMUTABLE) ||
+	     ((le64toh(f->inode.flags) & BTRFS_INODE_APPEND) && (!(flags & O_APPEND) || (flags & O_TRUNC))))) {
+		ret = -EPERM;
+		goto fail;
+	}
 	*out = f;
 	return 0;
 fail:
@@ -836,6 +843,8 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 	if (ret)
 		goto fail;
 	fs->compress_force = opts->compress_force;
+	fs->nodatacow = opts->flags & UBT_MOUNT_NODATACOW;
+	fs->nodatasum = (opts->flags & UBT_MOUNT_NODATASUM) || fs->nodatacow;
 	if (!fs->rdonly || fs->fs_info->memory_only) {
 		ret = ubt_alloc_init(fs->fs_info);
 		if (ret) {

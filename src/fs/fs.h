@@ -37,6 +37,7 @@ struct ubt_fs {
 	int compress_type;        /* BTRFS_COMPRESS_* for new data (mount option compress=) */
 	int compress_level;       /* 0 = the algorithm's default */
 	bool compress_force;
+	bool nodatacow, nodatasum; /* mount options: new files get NODATACOW|NODATASUM / NODATASUM */
 };
 
 /*

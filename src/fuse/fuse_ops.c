@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -68,6 +69,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* O_TRUNC comes with the open request and is done in op_open/op_create. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* chattr/lsattr on directories too (FS_IOC_GETFLAGS/SETFLAGS). */
+	if (conn->capable & FUSE_CAP_IOCTL_DIR)
+		conn->want |= FUSE_CAP_IOCTL_DIR;
 	/*
 	 * The kernel applies the umask, clears set-id bits on write/chown/truncate, and owns no
 	 * dirty data of ours: writes go to the library before write(2) returns.
@@ -917,6 +921,158 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, ret ? to_errno(ctx, "fsyncdir", ret) : 0);
 }
 
+/* fallocate(2): preallocate, punch a hole, zero a range (other modes: EOPNOTSUPP). */
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	int ret;
+
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (ctx->rdonly) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	ret = ubt_fallocate((ubt_file *)(uintptr_t)fi->fh, mode, (uint64_t)offset, (uint64_t)length);
+	fuse_reply_err(req, ret ? to_errno(ctx, "fallocate", ret) : 0);
+}
+
+/*
+ * FS_IOC_GETFLAGS/SETFLAGS (chattr, lsattr). FUSE passes these restricted ioctls with the data
+ * size their number encodes: a long for the native commands, an int for the 32-bit ones
+ * (FUSE_IOCTL_COMPAT). The flags themselves are an int either way: read the first 4 bytes,
+ * answer 4 bytes (the kernel copies back only what the reply holds). The kernel's own
+ * SETFLAGS path reads the old attributes with FS_IOC_FSGETXATTR first (fileattr_get without
+ * a format), so that one is answered too, with the xflags btrfs maps (FSSETXATTR likewise).
+ */
+#define UBTF_IOC_GETFLAGS _IOR('f', 1, long)
+#define UBTF_IOC_SETFLAGS _IOW('f', 2, long)
+#define UBTF_IOC32_GETFLAGS _IOR('f', 1, int)
+#define UBTF_IOC32_SETFLAGS _IOW('f', 2, int)
+#define UBTF_IOC_FSGETXATTR _IOR('X', 31, struct ubtf_fsxattr)
+#define UBTF_IOC_FSSETXATTR _IOW('X', 32, struct ubtf_fsxattr)
+#define UBTF_FL_IMMUTABLE_APPEND (0x10u | 0x20u)
+
+struct ubtf_fsxattr { /* struct fsxattr */
+	uint32_t xflags, extsize, nextents, projid, cowextsize;
+	unsigned char pad[8];
+};
+
+/* FS_*_FL <-> FS_XFLAG_* for the flags btrfs shows as xflags (sync, immutable, append, nodump, noatime). */
+static const unsigned ubtf_xmap[][2] = {
+	{ 0x08, 0x20 }, { 0x10, 0x08 }, { 0x20, 0x10 }, { 0x40, 0x80 }, { 0x80, 0x40 },
+};
+
+static void op_ioctl_xattr(fuse_req_t req, struct ubtf_ctx *ctx, fuse_ino_t ino, bool set, const void *in_buf,
+			   size_t in_bufsz)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct ubtf_fsxattr fa;
+	unsigned cur, val, all = 0;
+	struct stat st;
+	int ret;
+
+	ret = ubt_get_flags(ctx->fs, ino, &cur);
+	if (ret) {
+		fuse_reply_err(req, to_errno(ctx, "fsgetxattr", ret));
+		return;
+	}
+	if (!set) {
+		memset(&fa, 0, sizeof(fa));
+		for (size_t i = 0; i < sizeof(ubtf_xmap) / sizeof(ubtf_xmap[0]); i++)
+			if (cur & ubtf_xmap[i][0])
+				fa.xflags |= ubtf_xmap[i][1];
+		fuse_reply_ioctl(req, 0, &fa, sizeof(fa));
+		return;
+	}
+	if (in_bufsz < sizeof(fa)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(&fa, in_buf, sizeof(fa));
+	val = cur;
+	for (size_t i = 0; i < sizeof(ubtf_xmap) / sizeof(ubtf_xmap[0]); i++) {
+		all |= ubtf_xmap[i][1];
+		val = (fa.xflags & ubtf_xmap[i][1]) ? (val | ubtf_xmap[i][0]) : (val & ~ubtf_xmap[i][0]);
+	}
+	if ((fa.xflags & ~all) || fa.extsize || fa.projid || fa.cowextsize) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	ret = ctx->rdonly ? -EROFS : ubt_getattr(ctx->fs, ino, &st);
+	if (!ret && fc->uid != 0 && (fc->uid != st.st_uid || ((val ^ cur) & UBTF_FL_IMMUTABLE_APPEND)))
+		ret = -EPERM;
+	if (!ret)
+		ret = ubt_set_flags(ctx->fs, ino, val);
+	if (ret)
+		fuse_reply_err(req, to_errno(ctx, "fssetxattr", ret));
+	else
+		fuse_reply_ioctl(req, 0, NULL, 0);
+}
+
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+		     size_t out_bufsz)
+{
+	struct ubtf_ctx *ctx = req_ctx(req);
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	unsigned cur, val;
+	struct stat st;
+	int ret;
+
+	(void)arg;
+	(void)fi;
+	(void)flags;
+	if (cmd == UBTF_IOC_FSGETXATTR || cmd == UBTF_IOC_FSSETXATTR) {
+		op_ioctl_xattr(req, ctx, ino, cmd == UBTF_IOC_FSSETXATTR, in_buf, in_bufsz);
+		return;
+	}
+	if (cmd == UBTF_IOC_GETFLAGS || cmd == UBTF_IOC32_GETFLAGS) {
+		if (out_bufsz < sizeof(int)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		ret = ubt_get_flags(ctx->fs, ino, &cur);
+		if (ret) {
+			fuse_reply_err(req, to_errno(ctx, "getflags", ret));
+			return;
+		}
+		val = cur;
+		fuse_reply_ioctl(req, 0, &val, sizeof(int));
+		return;
+	}
+	if (cmd != UBTF_IOC_SETFLAGS && cmd != UBTF_IOC32_SETFLAGS) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz < sizeof(int)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(&val, in_buf, sizeof(int));
+	if (ctx->rdonly) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* As the kernel: the owner (or root) may set flags; immutable/append-only need root. */
+	ret = ubt_getattr(ctx->fs, ino, &st);
+	if (!ret)
+		ret = ubt_get_flags(ctx->fs, ino, &cur);
+	if (!ret && fc->uid != 0 &&
+	    (fc->uid != st.st_uid || ((val ^ cur) & UBTF_FL_IMMUTABLE_APPEND)))
+		ret = -EPERM;
+	if (!ret)
+		ret = ubt_set_flags(ctx->fs, ino, val);
+	if (ret) {
+		fuse_reply_err(req, to_errno(ctx, "setflags", ret));
+		return;
+	}
+	fuse_reply_ioctl(req, 0, NULL, 0);
+}
+
 const struct fuse_lowlevel_ops ubtf_ops = {
 	.init = op_init,
 	.destroy = op_destroy,
@@ -951,4 +1107,6 @@ const struct fuse_lowlevel_ops ubtf_ops = {
 	.flush = op_flush,
 	.fsync = op_fsync,
 	.fsyncdir = op_fsyncdir,
+	.fallocate = op_fallocate,
+	.ioctl = op_ioctl,
 };

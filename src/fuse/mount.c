@@ -166,7 +166,8 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 		      ubt_fs **fs)
 {
 	struct ubt_mount_opts mo = {
-		.flags = (a->ro ? UBT_MOUNT_RDONLY : 0) | (a->nologreplay ? UBT_MOUNT_NOLOGREPLAY : 0),
+		.flags = (a->ro ? UBT_MOUNT_RDONLY : 0) | (a->nologreplay ? UBT_MOUNT_NOLOGREPLAY : 0) |
+			 (a->nodatacow ? UBT_MOUNT_NODATACOW : 0) | (a->nodatasum ? UBT_MOUNT_NODATASUM : 0),
 		.subvol = a->subvol,
 		.subvolid = a->subvolid,
 		.cache_bytes = a->cache_bytes,

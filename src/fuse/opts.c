@@ -35,6 +35,8 @@ void ubtf_mount_usage(FILE *out)
 		"     subvol=PATH        mount the subvolume at PATH (from the top level)\n"
 		"     subvolid=N         mount the subvolume with id N\n"
 		"     nologreplay        ignore the log tree\n"
+		"     nodatacow, nodatasum  new files: no copy-on-write (and no checksums) / no\n"
+		"                        data checksums (datacow, datasum undo them)\n"
 		"     cache=SIZE         metadata cache limit, bytes or with k/m/g suffix\n"
 		"     timeout=SECS       kernel entry and attribute cache timeout (default 1)\n"
 		"     entry_timeout=SECS, attr_timeout=SECS, negative_timeout=SECS\n"
@@ -213,6 +215,23 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 		return parse_u64(val, &a->subvolid) ? bad_value(opt) : 0;
 	if (KEY("nologreplay") && !val) {
 		a->nologreplay = true;
+		return 0;
+	}
+	/* As btrfs: nodatacow implies nodatasum; datacow/datasum undo them. */
+	if (KEY("nodatacow") && !val) {
+		a->nodatacow = a->nodatasum = true;
+		return 0;
+	}
+	if (KEY("datacow") && !val) {
+		a->nodatacow = false;
+		return 0;
+	}
+	if (KEY("nodatasum") && !val) {
+		a->nodatasum = true;
+		return 0;
+	}
+	if (KEY("datasum") && !val) {
+		a->nodatasum = a->nodatacow = false;
 		return 0;
 	}
 	if (KEY("commit")) {

@@ -50,6 +50,7 @@ struct ubtf_mount_args {
 	char *subvol;
 	uint64_t subvolid;
 	bool nologreplay;
+	bool nodatacow, nodatasum; /* nodatacow/nodatasum (datacow/datasum undo them) */
 	size_t cache_bytes;
 	unsigned commit_interval; /* commit=SECS; 0 = the library's default */
 	char *compress;         /* compress=/compress-force= ALG[:LEVEL], NULL = none */

@@ -154,17 +154,7 @@ out:
 	return ret;
 }
 
-/* One EXTENT_DATA item, validated. */
-struct fext {
-	struct ubt_key key;
-	u8 type, compression;
-	u64 ram_bytes;
-	u64 disk_bytenr, disk_num_bytes, offset, num_bytes;
-	u64 end; /* file offset past what the item maps (inline: ram_bytes) */
-	u32 inline_len;
-};
-
-static int fext_parse(struct ubt_root *root, u64 ino, const struct extent_buffer *leaf, int slot, struct fext *fe)
+int ubt_fext_parse(struct ubt_root *root, u64 ino, const struct extent_buffer *leaf, int slot, struct ubt_fext *fe)
 {
 	const u8 *p = ubt_item_ptr(leaf, slot);
 	u32 size = ubt_item_size(leaf, slot);
@@ -201,8 +191,7 @@ bad:
 	return -EUCLEAN;
 }
 
-/* The first EXTENT_DATA item of @ino that ends after @start and begins before @end. 0, 1 (none), <0. */
-static int find_overlap(struct ubt_root *root, u64 ino, u64 start, u64 end, struct fext *fe)
+int ubt_fext_find(struct ubt_root *root, u64 ino, u64 start, u64 end, struct ubt_fext *fe)
 {
 	struct ubt_key key = { .objectid = ino, .type = BTRFS_EXTENT_DATA_KEY, .offset = start };
 	struct ubt_path path;
@@ -227,7 +216,7 @@ static int find_overlap(struct ubt_root *root, u64 ino, u64 start, u64 end, stru
 			ret = 1;
 			break;
 		}
-		ret = fext_parse(root, ino, ubt_path_leaf(&path), ubt_path_slot(&path), fe);
+		ret = ubt_fext_parse(root, ino, ubt_path_leaf(&path), ubt_path_slot(&path), fe);
 		if (ret < 0)
 			break;
 		if (fe->end > start)
@@ -269,7 +258,7 @@ out:
 	return ret;
 }
 
-static void fill_fext(struct ubt_trans_handle *h, struct btrfs_file_extent_item *fi, u8 type, u8 compression,
+void ubt_fext_fill(struct ubt_trans_handle *h, struct btrfs_file_extent_item *fi, u8 type, u8 compression,
 		      u64 ram_bytes, u64 disk_bytenr, u64 disk_num_bytes, u64 offset, u64 num_bytes)
 {
 	memset(fi, 0, sizeof(*fi));
@@ -294,7 +283,7 @@ static int insert_inline(struct ubt_trans_handle *h, struct ubt_root *root, u64 
 	buf = malloc(hdr + len);
 	if (!buf)
 		return -ENOMEM;
-	fill_fext(h, &fi, BTRFS_FILE_EXTENT_INLINE, BTRFS_COMPRESS_NONE, len, 0, 0, 0, 0);
+	ubt_fext_fill(h, &fi, BTRFS_FILE_EXTENT_INLINE, BTRFS_COMPRESS_NONE, len, 0, 0, 0, 0);
 	memcpy(buf, &fi, hdr);
 	memcpy(buf + hdr, data, len);
 	ret = ubt_insert_item(h, root, &key, buf, hdr + len);
@@ -303,7 +292,7 @@ static int insert_inline(struct ubt_trans_handle *h, struct ubt_root *root, u64 
 }
 
 /* Shorten the inline extent @fe (at file offset 0) to @new_len bytes. */
-static int shrink_inline(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, const struct fext *fe,
+static int shrink_inline(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, const struct ubt_fext *fe,
 			 u64 new_len)
 {
 	struct ubt_fs_info *fs_info = root->fs_info;
@@ -363,10 +352,10 @@ static void sub_nbytes(u64 *nbytes, u64 n)
 int ubt_file_drop_extents(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, u64 start, u64 end,
 			  u64 *nbytes)
 {
-	struct fext fe;
+	struct ubt_fext fe;
 	int ret;
 
-	while ((ret = find_overlap(root, ino, start, end, &fe)) == 0) {
+	while ((ret = ubt_fext_find(root, ino, start, end, &fe)) == 0) {
 		const u64 es = fe.key.offset, ee = fe.end;
 		const bool real = fe.disk_bytenr != 0;
 		const u64 ref_off = es - fe.offset;
@@ -391,7 +380,7 @@ int ubt_file_drop_extents(struct ubt_trans_handle *h, struct ubt_root *root, u64
 			ret = fext_modify(h, root, &fe.key, es, fe.offset, start - es);
 			if (ret < 0)
 				break;
-			fill_fext(h, &fi, fe.type, fe.compression, fe.ram_bytes, fe.disk_bytenr, fe.disk_num_bytes,
+			ubt_fext_fill(h, &fi, fe.type, fe.compression, fe.ram_bytes, fe.disk_bytenr, fe.disk_num_bytes,
 				  fe.offset + (end - es), ee - end);
 			rk.offset = end;
 			ret = ubt_insert_item(h, root, &rk, &fi, sizeof(fi));
@@ -423,13 +412,36 @@ int ubt_file_drop_extents(struct ubt_trans_handle *h, struct ubt_root *root, u64
 	return ret > 0 ? 0 : ret;
 }
 
-static int insert_hole(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, u64 start, u64 len)
+static int insert_hole_item(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, u64 start, u64 len)
 {
 	struct ubt_key key = { .objectid = ino, .type = BTRFS_EXTENT_DATA_KEY, .offset = start };
 	struct btrfs_file_extent_item fi;
 
-	fill_fext(h, &fi, BTRFS_FILE_EXTENT_REG, BTRFS_COMPRESS_NONE, len, 0, 0, 0, len);
+	ubt_fext_fill(h, &fi, BTRFS_FILE_EXTENT_REG, BTRFS_COMPRESS_NONE, len, 0, 0, 0, len);
 	return ubt_insert_item(h, root, &key, &fi, sizeof(fi));
+}
+
+int ubt_file_insert_holes(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, u64 start, u64 len)
+{
+	const u64 end = start + len;
+	struct ubt_fext fe;
+	int ret;
+
+	/* Only over the gaps: extents may already lie there (e.g. preallocated past EOF). */
+	while (start < end) {
+		ret = ubt_fext_find(root, ino, start, end, &fe);
+		if (ret < 0)
+			return ret;
+		if (ret > 0)
+			return insert_hole_item(h, root, ino, start, end - start);
+		if (fe.key.offset > start) {
+			ret = insert_hole_item(h, root, ino, start, fe.key.offset - start);
+			if (ret < 0)
+				return ret;
+		}
+		start = fe.end;
+	}
+	return 0;
 }
 
 /* Does @ino start with an inline extent? */
@@ -437,14 +449,14 @@ static int has_inline(struct ubt_root *root, u64 ino, bool *inl)
 {
 	struct ubt_key key = { .objectid = ino, .type = BTRFS_EXTENT_DATA_KEY, .offset = 0 };
 	struct ubt_path path;
-	struct fext fe;
+	struct ubt_fext fe;
 	int ret;
 
 	*inl = false;
 	ubt_path_init(&path);
 	ret = ubt_search_slot(root, &key, &path);
 	if (ret == 0) {
-		ret = fext_parse(root, ino, ubt_path_leaf(&path), ubt_path_slot(&path), &fe);
+		ret = ubt_fext_parse(root, ino, ubt_path_leaf(&path), ubt_path_slot(&path), &fe);
 		if (ret == 0)
 			*inl = fe.type == BTRFS_FILE_EXTENT_INLINE;
 	}
@@ -463,6 +475,7 @@ struct wctx {
 	bool datasum;
 	int compress_type; /* 0: store as is */
 	int compress_level;
+	bool try_nocow; /* NODATACOW or PREALLOC inode: overwrite unshared extents in place (falloc.c) */
 };
 
 /*
@@ -532,7 +545,7 @@ static int write_extent(struct wctx *c, u64 fpos, const u8 *data, u64 n)
 		if (ret < 0)
 			goto out;
 	}
-	fill_fext(c->h, &fi, BTRFS_FILE_EXTENT_REG, ctype, n, bytenr, disk, 0, n);
+	ubt_fext_fill(c->h, &fi, BTRFS_FILE_EXTENT_REG, ctype, n, bytenr, disk, 0, n);
 	ret = ubt_insert_item(c->h, c->root, &key, &fi, sizeof(fi));
 	if (ret < 0)
 		goto out;
@@ -571,6 +584,19 @@ static int rewrite_range(struct wctx *c, u64 a, u64 b, const void *buf, size_t l
 	for (u64 pos = a; pos < b;) {
 		u64 n = ubt_min(b - pos, c->compress_type ? UBT_MAX_COMPRESSED : UBT_MAX_EXTENT_SIZE);
 
+		if (c->try_nocow) {
+			u64 done, cow;
+
+			ret = ubt_file_write_nocow(c->h, c->root, c->ino, c->ii, c->datasum, data + (pos - a), pos, b,
+						   &done, &cow);
+			if (ret < 0)
+				goto out;
+			if (done) {
+				pos += done;
+				continue;
+			}
+			n = ubt_min(n, cow);
+		}
 		ret = write_extent(c, pos, data + (pos - a), n);
 		if (ret < 0)
 			goto out;
@@ -601,6 +627,7 @@ static void wctx_init(struct wctx *c, struct ubt_trans_handle *h, struct ubt_roo
 	c->nbytes = get_le64(&ii->nbytes);
 	c->ss = root->fs_info->sectorsize;
 	c->datasum = !(flags & BTRFS_INODE_NODATASUM);
+	c->try_nocow = flags & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC);
 	/* As btrfs: no compression without checksums or with nodatacow; NOCOMPRESS unless forced. */
 	c->compress_type = BTRFS_COMPRESS_NONE;
 	c->compress_level = 0;
@@ -614,8 +641,8 @@ static void wctx_init(struct wctx *c, struct ubt_trans_handle *h, struct ubt_roo
 /* Is the sector at @pos backed by a real (non-hole) extent? */
 static int sector_mapped(struct ubt_root *root, u64 ino, u64 pos, bool *mapped)
 {
-	struct fext fe;
-	int ret = find_overlap(root, ino, pos, pos + 1, &fe);
+	struct ubt_fext fe;
+	int ret = ubt_fext_find(root, ino, pos, pos + 1, &fe);
 
 	*mapped = ret == 0 && fe.key.offset <= pos &&
 		  (fe.type == BTRFS_FILE_EXTENT_INLINE || (fe.type == BTRFS_FILE_EXTENT_REG && fe.disk_bytenr));
@@ -648,6 +675,19 @@ static int prepare_grow(struct wctx *c, u64 isize, u64 first_new, u64 *covered)
 	if (ret < 0 || !mapped)
 		return ret;
 	return rewrite_range(c, ALIGN_DOWN(isize, (u64)c->ss), *covered, NULL, 0, 0);
+}
+
+int ubt_file_prepare_extend(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, struct btrfs_inode_item *ii,
+			    const struct ubt_write_opts *opts)
+{
+	struct wctx c;
+	u64 covered;
+	int ret;
+
+	wctx_init(&c, h, root, ino, ii, opts);
+	ret = prepare_grow(&c, get_le64(&ii->size), (u64)-1 - c.ss, &covered);
+	put_le64(&ii->nbytes, c.nbytes);
+	return ret;
 }
 
 int ubt_file_write(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, struct btrfs_inode_item *ii,
@@ -696,7 +736,7 @@ int ubt_file_write(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, s
 		if (ret < 0)
 			return ret;
 		if (!no_holes && a > covered) {
-			ret = insert_hole(h, root, ino, covered, a - covered);
+			ret = ubt_file_insert_holes(h, root, ino, covered, a - covered);
 			if (ret < 0)
 				return ret;
 		}
@@ -744,7 +784,7 @@ int ubt_file_truncate(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino
 		if (ret < 0)
 			return ret;
 		if (!no_holes && ALIGN_UP(new_size, (u64)c.ss) > covered) {
-			ret = insert_hole(h, root, ino, covered, ALIGN_UP(new_size, (u64)c.ss) - covered);
+			ret = ubt_file_insert_holes(h, root, ino, covered, ALIGN_UP(new_size, (u64)c.ss) - covered);
 			if (ret < 0)
 				return ret;
 		}

@@ -30,4 +30,26 @@ struct ubt_dir_entry {
 int ubt_dir_entry_next(const struct ubt_root *root, u64 ino, const struct ubt_key *key, const u8 *item,
 		       u32 item_size, u32 *cursor, struct ubt_dir_entry *ent);
 
+/* ---- file extent items (file-write.c; used by falloc.c) ---- */
+
+struct btrfs_file_extent_item;
+struct ubt_trans_handle;
+
+/* One EXTENT_DATA item, validated. */
+struct ubt_fext {
+	struct ubt_key key;
+	u8 type, compression;
+	u64 ram_bytes;
+	u64 disk_bytenr, disk_num_bytes, offset, num_bytes;
+	u64 end; /* file offset past what the item maps (inline: ram_bytes) */
+	u32 inline_len;
+};
+
+int ubt_fext_parse(struct ubt_root *root, u64 ino, const struct extent_buffer *leaf, int slot, struct ubt_fext *fe);
+/* The first EXTENT_DATA item of @ino that ends after @start and begins before @end. 0, 1 (none), <0. */
+int ubt_fext_find(struct ubt_root *root, u64 ino, u64 start, u64 end, struct ubt_fext *fe);
+/* Fill a file extent item (generation = the running transaction). */
+void ubt_fext_fill(struct ubt_trans_handle *h, struct btrfs_file_extent_item *fi, u8 type, u8 compression,
+		   u64 ram_bytes, u64 disk_bytenr, u64 disk_num_bytes, u64 offset, u64 num_bytes);
+
 #endif

@@ -157,4 +157,42 @@ void ubt_inode_set_orphan(struct ubt_root *root, u64 ino);
 /* Forget every entry of @fs_info (unmount). Orphans still held stay on disk for the next mount. */
 void ubt_inode_registry_drop(struct ubt_fs_info *fs_info);
 
+/*
+ * ---- fallocate, NOCOW writes (falloc.c; file-write.c's helpers they share) ----
+ * Extent-level operations on regular file @ino inside a transaction; @ii (size, nbytes, flags)
+ * is updated in memory and written back by the caller. Offsets are bytes; sector alignment is
+ * handled here as btrfs does.
+ */
+
+/* Insert explicit hole extents over the gaps of [@start, +@len) (no-holes off), never over extents. */
+int ubt_file_insert_holes(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, u64 start, u64 len);
+/*
+ * Before the file reaches past its size: zero the bytes after i_size in its last sector (rewritten
+ * when mapped) and turn an inline extent into a regular one.
+ */
+int ubt_file_prepare_extend(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, struct btrfs_inode_item *ii,
+			    const struct ubt_write_opts *opts);
+/*
+ * Sector-aligned range [@pos, @end) of @data (data[0] is file offset @pos) for a NODATACOW or
+ * PREALLOC inode: when the extent at @pos may be overwritten in place (regular extent of a
+ * NODATACOW inode, or prealloc extent; uncompressed, referenced only by this inode at this
+ * offset, newer than the root's last snapshot — btrfs's can-nocow rules), write up to its end
+ * there: checksums when @datasum, and a prealloc part becomes regular (split as btrfs does).
+ * *@done: bytes written in place (0 when not possible); then *@cow: how many bytes from @pos
+ * the caller writes copy-on-write (up to the end of that extent or hole).
+ */
+int ubt_file_write_nocow(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, struct btrfs_inode_item *ii,
+			 bool datasum, const u8 *data, u64 pos, u64 end, u64 *done, u64 *cow);
+/* Bytes of [@start, @end) not backed by an extent (holes, explicit or not) and how many gaps. */
+int ubt_file_count_holes(struct ubt_root *root, u64 ino, u64 start, u64 end, u64 *bytes, u64 *gaps);
+/*
+ * fallocate(2) on the extent level. Mode 0 / UBT_FALLOC_KEEP_SIZE: PREALLOC extents over the holes
+ * of [@off, +@len) rounded out to sectors (existing extents untouched), size grown unless
+ * KEEP_SIZE, BTRFS_INODE_PREALLOC set. PUNCH_HOLE|KEEP_SIZE: within the size, partial edge
+ * sectors zeroed, whole sectors unmapped (hole extents without no-holes). ZERO_RANGE (+KEEP_SIZE):
+ * partial edge sectors with data zeroed, the rest becomes prealloc. Other modes: -EOPNOTSUPP.
+ */
+int ubt_file_fallocate(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino, struct btrfs_inode_item *ii,
+		       int mode, u64 off, u64 len, const struct ubt_write_opts *opts);
+
 #endif
