@@ -595,7 +595,8 @@ static int rewrite_range(struct wctx *c, u64 a, u64 b, const void *buf, size_t l
 				pos += done;
 				continue;
 			}
-			n = ubt_min(n, cow);
+			/* An inline extent ends unaligned (at i_size): new extents take whole sectors. */
+			n = ubt_min(n, ALIGN_UP(cow, (u64)c->ss));
 		}
 		ret = write_extent(c, pos, data + (pos - a), n);
 		if (ret < 0)
