@@ -4,7 +4,7 @@
  *
  *   ubt_fsx IMG [-s SEED] [-n OPS] [-f FILES] [--compress ALG] [--compress-force]
  *           [--max-size BYTES] [--huge BYTES] [-w OP=WEIGHT,...] [--commit SECS]
- *           [--dump DIR] [--record FILE] [--replay FILE] [--shrink] [-v]
+ *           [--dump DIR] [--record FILE] [--replay FILE] [--shrink] [-v] [--log-level N]
  *
  * FILES regular files /fsx0 .. /fsxN-1 (created, or truncated to 0) are changed at random through
  * the public API while an in-memory model holds each file's bytes and size:
@@ -1172,6 +1172,7 @@ static void usage(void)
 		"usage: ubt_fsx IMG [-s SEED] [-n OPS] [-f FILES] [--compress ALG] [--compress-force]\n"
 		"               [--max-size BYTES] [--huge BYTES] [-w OP=WEIGHT,...] [--commit SECS]\n"
 		"               [--dump DIR] [--record FILE] [--replay FILE [--shrink|--shrink-any]] [--model-bug] [-v]\n"
+		"               [--log-level 0-3]\n"
 		"ops and default weights:");
 	for (int k = 0; k < OP_NR; k++)
 		fprintf(stderr, " %s=%u", op_info[k].name, op_info[k].weight);
@@ -1267,6 +1268,8 @@ int main(int argc, char **argv)
 			cfg.model_bug = true;
 		else if (!strcmp(a, "-v"))
 			cfg.verbose = true;
+		else if (ARG("--log-level"))
+			ubt_set_log_level((int)parse_u64(v));
 		else if (a[0] != '-' && !cfg.image)
 			cfg.image = a;
 		else
