@@ -25,7 +25,7 @@ if [[ -n ${UBT_SOAK:-} ]]; then
 		"soak-kernel-4k kernel -n,4096 200000 1000 -"
 		"soak-ubtrfs-16k ubtrfs - 200000 2000 -"
 		"soak-ubtrfs-64k-xxhash ubtrfs -n,65536,--csum,xxhash 100000 100 -"
-		"soak-kernel-single kernel -m,single,-n,8192 100000 1 -"
+		"soak-kernel-single kernel -m,single,-n,8192 20000 1 -"
 	)
 fi
 
