@@ -66,6 +66,7 @@ struct ubt_fs_info {
 	pthread_rwlock_t tree_lock;  /* readers: searches; writer: the transaction holder. Outermost lock. */
 	const struct ubt_extent_ops *extent_ops; /* installed by alloc/ */
 	void *alloc_info;            /* alloc/'s private state (block groups, free space, delayed refs) */
+	void *write_info;            /* write/'s private state (page cache, inode states, workers) */
 	struct ubt_root free_space_root; /* bytenr 0 if absent */
 	struct ubt_root block_group_root; /* bytenr 0 if absent */
 	struct ubt_root uuid_root;   /* bytenr 0 if absent */

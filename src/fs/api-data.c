@@ -8,6 +8,7 @@
 #include <inttypes.h>
 
 #include "../transaction/transaction.h"
+#include "../write/write.h"
 #include "api-internal.h"
 
 #define EMPTY_SUBVOL_DIR_OBJECTID 2ULL
@@ -33,6 +34,7 @@ int ubt_fallocate(ubt_file *f, int mode, uint64_t off, uint64_t len)
 	ubt_fs *fs = f->fs;
 	const u64 ss = fs->fs_info->sectorsize;
 	struct btrfs_inode_item ii;
+	struct ubt_inode_state *cached;
 	struct ubt_write_opts wopts;
 	struct wop op;
 	u64 holes = 0, gaps = 0, items, data, aend;
@@ -67,9 +69,13 @@ int ubt_fallocate(ubt_file *f, int mode, uint64_t off, uint64_t len)
 	items = 16 + 3 * gaps + 3 * ((aend - ALIGN_DOWN(off, ss)) / UBT_MAX_EXTENT_SIZE);
 	/* As btrfs: the whole range's data space for prealloc and zero range; edge rewrites. */
 	data = 2 * ss + (punch ? 0 : aend - ALIGN_DOWN(off, ss));
+	/* Cached writes reach the tree first; cached pages of the range are dropped. */
+	cached = ubt_write_prepare_change(fs->fs_info, f->root, f->objectid, ALIGN_DOWN(off, ss), aend - 1);
 	ret = ubt_api_wop_begin(&op, fs, "fallocate", items, data);
-	if (ret)
+	if (ret) {
+		ubt_write_finish_change(cached, f->root, f->objectid);
 		return ret;
+	}
 	ret = ubt_inode_read(f->root, f->objectid, &ii);
 	if (ret)
 		goto out;
@@ -97,6 +103,7 @@ int ubt_fallocate(ubt_file *f, int mode, uint64_t off, uint64_t len)
 	ret = ubt_inode_update(&op.h, f->root, f->objectid, &ii);
 out:
 	ret = ubt_api_wop_end(&op, ret);
+	ubt_write_finish_change(cached, f->root, f->objectid);
 	if (!ret)
 		f->inode = ii;
 	return ret;
@@ -173,6 +180,7 @@ static const char *compress_prop(const ubt_fs *fs)
 
 int ubt_set_flags(ubt_fs *fs, ubt_ino ino, unsigned fsflags)
 {
+	struct ubt_inode_state *cached;
 	struct btrfs_inode_item ii;
 	struct ubt_root *root;
 	struct wop op;
@@ -192,9 +200,12 @@ int ubt_set_flags(ubt_fs *fs, ubt_ino ino, unsigned fsflags)
 		return -EOPNOTSUPP;
 	if ((fsflags & FL_COMPR) && (fsflags & (FL_NOCOMP | FL_NOCOW)))
 		return -EINVAL;
+	cached = ubt_write_prepare_change(fs->fs_info, root, objectid, 1, 0);
 	ret = ubt_api_wop_begin(&op, fs, "setflags", 6, 0);
-	if (ret)
+	if (ret) {
+		ubt_write_finish_change(cached, root, objectid);
 		return ret;
+	}
 	ret = ubt_inode_read(root, objectid, &ii);
 	if (ret)
 		goto out;
@@ -248,5 +259,7 @@ int ubt_set_flags(ubt_fs *fs, ubt_ino ino, unsigned fsflags)
 	ubt_inode_touch(&ii, false);
 	ret = ubt_inode_update(&op.h, root, objectid, &ii);
 out:
-	return ubt_api_wop_end(&op, ret);
+	ret = ubt_api_wop_end(&op, ret);
+	ubt_write_finish_change(cached, root, objectid);
+	return ret;
 }

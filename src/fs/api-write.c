@@ -18,6 +18,8 @@
 #include "../alloc/alloc.h"
 #include "../inode/inode-write.h"
 #include "api-internal.h"
+#include "../transaction/transaction.h"
+#include "../write/write.h"
 #include "../util/messages.h"
 
 #define EMPTY_SUBVOL_DIR_OBJECTID 2ULL
@@ -724,6 +726,7 @@ static void set_time(struct btrfs_timespec *t, const struct timespec *ts)
 
 int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_set, struct stat *out)
 {
+	struct ubt_inode_state *cached;
 	struct btrfs_inode_item ii;
 	struct ubt_root *root;
 	struct wop op;
@@ -745,9 +748,15 @@ int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_se
 		items += 16;
 		data = 2ULL * fs->fs_info->sectorsize;
 	}
+	/* Cached data and sizes reach the tree first; a truncate drops the pages past the new end. */
+	cached = ubt_write_prepare_change(fs->fs_info, root, objectid,
+					  (to_set & UBT_SET_SIZE) ? (u64)attr->st_size : 1,
+					  (to_set & UBT_SET_SIZE) ? (u64)-1 : 0);
 	ret = wop_begin(&op, fs, "setattr", items, data);
-	if (ret)
+	if (ret) {
+		ubt_write_finish_change(cached, root, objectid);
 		return ret;
+	}
 	ret = ubt_inode_read(root, objectid, &ii);
 	if (ret)
 		goto out;
@@ -801,6 +810,7 @@ int ubt_setattr(ubt_fs *fs, ubt_ino ino, const struct stat *attr, unsigned to_se
 	ret = ubt_inode_update(&op.h, root, objectid, &ii);
 out:
 	ret = wop_end(&op, ret);
+	ubt_write_finish_change(cached, root, objectid);
 	if (!ret && out)
 		fill_stat(fs, &ii, idx, objectid, out);
 	return ret;
@@ -884,28 +894,25 @@ int ubt_removexattr(ubt_fs *fs, ubt_ino ino, const char *name)
 
 /* ---- data ---- */
 
-ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+/* The write-through path: NOCOW files (and mounts without the write path). */
+static ssize_t pwrite_through(ubt_file *f, const void *buf, size_t size, uint64_t off)
 {
 	ubt_fs *fs = f->fs;
 	struct btrfs_inode_item ii;
 	struct ubt_write_opts wopts;
+	struct ubt_inode_state *cached;
 	struct wop op;
 	u64 ss = fs->fs_info->sectorsize, items;
 	int ret;
 
-	if (size == 0)
-		return 0;
-	if (size > (size_t)SSIZE_MAX || (u64)size > UBT_MAX_FILE_SIZE)
-		return -EINVAL;
-	if (!(f->flags & O_APPEND) && (off > UBT_MAX_FILE_SIZE || size > UBT_MAX_FILE_SIZE - off))
-		return -EFBIG;
-	if ((f->flags & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
+	/* Cached data of the range (or of the whole file, for appends) goes first. */
+	cached = ubt_write_prepare_change(fs->fs_info, f->root, f->objectid,
+					  (f->flags & O_APPEND) ? 0 : ALIGN_DOWN(off, ss), (u64)-1);
 	/* Extent items, splits, csum items (one per ~leaf of checksums), the inode. */
 	items = 8 + 2 * (size / UBT_MAX_EXTENT_SIZE) + size / (ss * 256) + 2;
 	ret = wop_begin(&op, fs, "write", items, ALIGN_UP((u64)size, ss) + 2 * ss);
 	if (ret)
-		return ret;
+		goto out_cached;
 	ret = ubt_inode_read(f->root, f->objectid, &ii);
 	if (ret)
 		goto out;
@@ -935,25 +942,70 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 	ret = ubt_inode_update(&op.h, f->root, f->objectid, &ii);
 out:
 	ret = wop_end(&op, ret);
+	if (!ret)
+		f->inode = ii;
+out_cached:
+	ubt_write_finish_change(cached, f->root, f->objectid);
+	return ret ? ret : (ssize_t)size;
+}
+
+ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+{
+	ubt_fs *fs = f->fs;
+	struct btrfs_inode_item ii;
+	int ret;
+
+	if (size == 0)
+		return 0;
+	if (size > (size_t)SSIZE_MAX || (u64)size > UBT_MAX_FILE_SIZE)
+		return -EINVAL;
+	if (!(f->flags & O_APPEND) && (off > UBT_MAX_FILE_SIZE || size > UBT_MAX_FILE_SIZE - off))
+		return -EFBIG;
+	if ((f->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	if (fs->rdonly || fs->fs_info->rdonly || fs->fs_info->fs_error)
+		return -EROFS;
+	ubt_tree_read_lock(fs->fs_info);
+	ret = ubt_inode_read(f->root, f->objectid, &ii);
+	ubt_tree_read_unlock(fs->fs_info);
 	if (ret)
 		return ret;
-	f->inode = ii;
-	return (ssize_t)size;
+	if (!S_ISREG(get_le32(&ii.mode)))
+		return -EINVAL;
+	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
+	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND)))
+		return -EPERM;
+	/*
+	 * NOCOW data and preallocated extents are written in place (btrfs's nocow path), which the
+	 * write-through path knows how to do; everything else goes through the page cache.
+	 */
+	if (!fs->fs_info->write_info || (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC)))
+		return pwrite_through(f, buf, size, off);
+	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, f->flags & O_APPEND);
 }
 
 int ubt_fsync(ubt_file *f, int datasync)
 {
+	int ret, ret2;
+
 	(void)datasync;
 	if (f->fs->rdonly)
 		return 0;
-	return ubt_commit_if_dirty(f->fs->fs_info);
+	/* The file's data first (reporting a write error once), then a commit makes it durable. */
+	ret = ubt_write_flush_range(f->fs->fs_info, f->root, f->objectid, 0, (u64)-1);
+	ret2 = ubt_commit_if_dirty(f->fs->fs_info);
+	return ret ? ret : ret2;
 }
 
 int ubt_sync(ubt_fs *fs)
 {
+	int ret, ret2;
+
 	if (fs->rdonly)
 		return 0;
-	return ubt_commit_if_dirty(fs->fs_info);
+	ret = ubt_write_flush_all(fs->fs_info);
+	ret2 = ubt_commit_if_dirty(fs->fs_info);
+	return ret ? ret : ret2;
 }
 
 /* ---- shared with the other API files (api-internal.h) ---- */

@@ -17,6 +17,7 @@
 #include "../inode/inode-write.h"
 #include "../inode/tree-log.h"
 #include "../transaction/transaction.h"
+#include "../write/write.h"
 #include "../util/messages.h"
 #include "../volumes/volumes.h"
 
@@ -173,6 +174,18 @@ static int getattr_(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat
 	if (ret)
 		return ret;
 	fill_stat(fs, &ii, st_ino, st);
+	if (!fs->rdonly) {
+		/* Cached writes not yet in the tree: their size, times and space count already. */
+		struct btrfs_timespec mtime, ctime;
+		u64 size, delalloc;
+
+		if (ubt_write_overlay(fs->fs_info, root, objectid, &size, &mtime, &ctime, &delalloc)) {
+			st->st_size = (off_t)size;
+			st->st_mtim = ubt_timespec(&mtime);
+			st->st_ctim = ubt_timespec(&ctime);
+			st->st_blocks += (blkcnt_t)(delalloc >> 9);
+		}
+	}
 	return 0;
 }
 
@@ -542,6 +555,14 @@ fail:
 	return ret;
 }
 
+/* Reads see cached writes on read-write mounts. */
+static ssize_t read_fn(ubt_file *f, const struct btrfs_inode_item *inode, void *buf, size_t size, u64 off)
+{
+	if (f->fs->rdonly)
+		return ubt_file_read(f->root, f->objectid, inode, buf, size, off);
+	return ubt_write_read(f->fs->fs_info, f->root, f->objectid, inode, buf, size, off);
+}
+
 static ssize_t pread_(ubt_file *f, void *buf, size_t size, uint64_t off)
 {
 	struct btrfs_inode_item ii;
@@ -560,14 +581,14 @@ static ssize_t pread_(ubt_file *f, void *buf, size_t size, uint64_t off)
 			return err;
 		inode = &ii;
 	}
-	ret = ubt_file_read(f->root, f->objectid, inode, buf, size, off);
+	ret = read_fn(f, inode, buf, size, off);
 	if (ret == -EIO && size > sectorsize) {
 		/* Like a disk read: return what precedes the first bad sector; EIO only for it. */
 		size_t done = 0;
 
 		while (done < size) {
 			size_t chunk = ubt_min(size - done, (size_t)(sectorsize - ((off + done) % sectorsize)));
-			ssize_t n = ubt_file_read(f->root, f->objectid, inode, (char *)buf + done, chunk, off + done);
+			ssize_t n = read_fn(f, inode, (char *)buf + done, chunk, off + done);
 			if (n <= 0)
 				break;
 			done += (size_t)n;
@@ -581,10 +602,19 @@ static ssize_t pread_(ubt_file *f, void *buf, size_t size, uint64_t off)
 
 int ubt_close(ubt_file *f)
 {
-	int ret = 0;
+	int ret = 0, ret2;
 
-	if (!f->fs->rdonly)
-		ret = ubt_inode_release(f->root, f->objectid, 1);
+	if (!f->fs->rdonly) {
+		/*
+		 * Written data goes to disk at the last close of a handle, so that an inode whose last
+		 * name is gone can be deleted with nothing of it in flight.
+		 */
+		if ((f->flags & O_ACCMODE) != O_RDONLY)
+			ret = ubt_write_flush_range(f->fs->fs_info, f->root, f->objectid, 0, (u64)-1);
+		ret2 = ubt_inode_release(f->root, f->objectid, 1);
+		if (!ret)
+			ret = ret2;
+	}
 	free(f);
 	return ret;
 }
@@ -857,6 +887,18 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 			ubt_err("%s: replaying the log tree failed: %s", path, ubt_strerror(ret));
 			goto fail;
 		}
+		if (!fs->rdonly) {
+			struct ubt_write_config wcfg = { 0 };
+
+			wcfg.wopts.compress_type = fs->compress_type;
+			wcfg.wopts.compress_level = fs->compress_level;
+			wcfg.wopts.compress_force = fs->compress_force;
+			ret = ubt_write_init(fs->fs_info, &wcfg);
+			if (ret) {
+				ubt_err("%s: cannot start the data write path: %s", path, ubt_strerror(ret));
+				goto fail;
+			}
+		}
 		/* As the kernel: an lzo or zstd mount marks the filesystem as possibly holding such extents. */
 		if (!fs->rdonly && (fs->compress_type == BTRFS_COMPRESS_LZO || fs->compress_type == BTRFS_COMPRESS_ZSTD)) {
 			u64 bit = fs->compress_type == BTRFS_COMPRESS_LZO ? BTRFS_FEATURE_INCOMPAT_COMPRESS_LZO
@@ -951,6 +993,8 @@ int ubt_unmount(ubt_fs *fs)
 		pthread_mutex_unlock(&fs->commit_lock);
 		pthread_join(fs->commit_thread, NULL);
 	}
+	if (fs->fs_info && fs->fs_info->write_info)
+		ubt_write_exit(fs->fs_info); /* writes back and waits for all cached data */
 	if (!fs->rdonly && fs->fs_info && !fs->fs_info->fs_error && fs->alloc_ready) {
 		ubt_fs_rw_stop(fs);
 		ret = ubt_commit_if_dirty(fs->fs_info);

@@ -194,7 +194,8 @@ int ubt_file_count_holes(struct ubt_root *root, u64 ino, u64 start, u64 end, u64
 		else if (fext_is_hole(&fe))
 			stop = ubt_min(fe.end, end);
 		else {
-			start = fe.end;
+			/* An inline extent ends unaligned; the next sector starts the rest. */
+			start = ALIGN_UP(fe.end, (u64)root->fs_info->sectorsize);
 			continue;
 		}
 		*bytes += stop - start;
@@ -258,7 +259,8 @@ static int prealloc_holes(struct ubt_trans_handle *h, struct ubt_root *root, u64
 		else if (fext_is_hole(&fe))
 			stop = ubt_min(fe.end, end);
 		else {
-			start = fe.end;
+			/* An inline extent ends unaligned; the next sector starts the rest. */
+			start = ALIGN_UP(fe.end, (u64)root->fs_info->sectorsize);
 			continue;
 		}
 		ret = prealloc_replace(h, root, ino, nbytes, start, stop);
