@@ -195,6 +195,34 @@ int ubt_inode_state_take_error(struct ubt_inode_state *st)
 	return err ? err : merr;
 }
 
+/*
+ * Write back [start, end] of @st and wait, until nothing dirty is left there: pages the fixup
+ * worker set up go out on the next round. Bounded, so a page dirtied again and again cannot hold
+ * a flush forever.
+ */
+static int flush_state(struct ubt_inode_state *st, u64 start, u64 end)
+{
+	int ret = 0;
+
+	for (int round = 0; round < 4; round++) {
+		struct ubt_page *page = NULL;
+		bool dirty;
+		int r = ubt_writeback_range(st, start, end);
+
+		if (r && !ret)
+			ret = r;
+		ubt_wq_flush(st->wi->fixup_wq);
+		ubt_wait_ordered_range(st, start, end);
+		dirty = !ubt_mapping_next_dirty(st->mapping, start / UBT_PAGE_SIZE, &page) &&
+			page->index * (u64)UBT_PAGE_SIZE <= end;
+		if (page)
+			ubt_put_page(page);
+		if (!dirty)
+			break;
+	}
+	return ret;
+}
+
 int ubt_write_flush_range(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, u64 start, u64 end)
 {
 	struct ubt_inode_state *st = ubt_inode_state_find(fs_info, root, ino);
@@ -202,8 +230,7 @@ int ubt_write_flush_range(struct ubt_fs_info *fs_info, struct ubt_root *root, u6
 
 	if (!st)
 		return 0;
-	ret = ubt_writeback_range(st, start, end);
-	ubt_wait_ordered_range(st, start, end);
+	ret = flush_state(st, start, end);
 	err = ubt_inode_state_take_error(st);
 	ubt_inode_state_put(st);
 	return err ? err : ret;
@@ -240,7 +267,9 @@ int ubt_write_flush_all(struct ubt_fs_info *fs_info)
 			ret = r;
 	}
 	for (size_t i = 0; i < n; i++) {
-		ubt_wait_ordered_range(v[i], 0, (u64)-1);
+		int r = flush_state(v[i], 0, (u64)-1);
+		if (r && !ret)
+			ret = r;
 		ubt_inode_state_put(v[i]);
 	}
 	free(v);
@@ -311,7 +340,8 @@ int ubt_write_init(struct ubt_fs_info *fs_info, const struct ubt_write_config *c
 	ubt_page_cache_set_flusher(wi->cache, flusher_cb, wi);
 	wi->io_wq = ubt_wq_create("io", 4, 0);
 	wi->endio_wq = ubt_wq_create("endio", 2, UBT_WQ_KEEP_ONE);
-	if (IS_ERR_OR_NULL(wi->io_wq) || IS_ERR_OR_NULL(wi->endio_wq)) {
+	wi->fixup_wq = ubt_wq_create("fixup", 1, 0);
+	if (IS_ERR_OR_NULL(wi->io_wq) || IS_ERR_OR_NULL(wi->endio_wq) || IS_ERR_OR_NULL(wi->fixup_wq)) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -328,6 +358,8 @@ fail:
 		ubt_wq_destroy(wi->io_wq);
 	if (!IS_ERR_OR_NULL(wi->endio_wq))
 		ubt_wq_destroy(wi->endio_wq);
+	if (!IS_ERR_OR_NULL(wi->fixup_wq))
+		ubt_wq_destroy(wi->fixup_wq);
 	if (wi->cache)
 		ubt_page_cache_destroy(wi->cache);
 	free(wi);
@@ -349,6 +381,7 @@ void ubt_write_exit(struct ubt_fs_info *fs_info)
 		pthread_join(wi->flusher, NULL);
 	}
 	ubt_write_flush_all(fs_info);
+	ubt_wq_destroy(wi->fixup_wq);
 	ubt_wq_destroy(wi->io_wq);
 	ubt_wq_destroy(wi->endio_wq);
 	for (st = wi->inodes; st; st = next) {

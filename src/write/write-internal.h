@@ -25,6 +25,7 @@ struct ubt_write_info {
 	struct ubt_page_cache *cache;
 	struct ubt_workqueue *io_wq;    /* device writes of ordered extents ("io") */
 	struct ubt_workqueue *endio_wq; /* finishing ordered extents ("endio") */
+	struct ubt_workqueue *fixup_wq; /* pages dirtied without COW setup ("fixup", fixup.c) */
 	struct ubt_write_opts wopts;
 	unsigned writeback_secs;
 
@@ -86,6 +87,15 @@ struct ubt_ordered_extent {
 
 /* state.c */
 void ubt_write_kick_flusher(struct ubt_write_info *wi);
+
+/*
+ * fixup.c — invariant 1 and 2 of the brief: writeback found @page (locked by the caller, dirty,
+ * not covered by DELALLOC or an ordered extent, CHECKED just set by the caller) — a page dirtied
+ * behind the write path's back (ubt_msync/ubt_munmap). Queue it, once, to the fixup worker, which
+ * re-checks it under the page lock and sets up delalloc (reserving space) while the page stays
+ * dirty. Takes its own page and state references.
+ */
+void ubt_fixup_queue(struct ubt_inode_state *st, struct ubt_page *page);
 
 /* writeback.c */
 int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end);

@@ -681,6 +681,55 @@ static int cow_range(struct ubt_inode_state *st, u64 s, u64 e)
 	return ret;
 }
 
+/* Is [start, end] covered by an ordered extent still in flight? */
+static bool ordered_covers(struct ubt_inode_state *st, u64 start, u64 end)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct ubt_ordered_extent *o = st->ordered; o && !found; o = o->next)
+		found = o->file_offset <= end && o->file_offset + o->num_bytes > start;
+	pthread_mutex_unlock(&st->lock);
+	return found;
+}
+
+/*
+ * Dirty pages of [start, end] that have neither DELALLOC nor an ordered extent were dirtied
+ * without the write path (invariant 1): never written as they are, never cleaned — each is marked
+ * CHECKED and queued, once, to the fixup worker, and stays dirty. A range locked by a writer is
+ * being set up right now and is left alone.
+ */
+static void find_unprepared_pages(struct ubt_inode_state *st, u64 start, u64 end)
+{
+	u64 idx = start / PS;
+	struct ubt_page *page;
+
+	while (!ubt_mapping_next_dirty(st->mapping, idx, &page)) {
+		u64 pstart = page->index * PS, pend = pstart + PS - 1;
+
+		if (pstart > end) {
+			ubt_put_page(page);
+			break;
+		}
+		idx = page->index + 1;
+		if (!ubt_try_lock_extent(&st->io_tree, pstart, pend, NULL)) {
+			if (!ubt_test_range_bit(&st->io_tree, pstart, pend, UBT_EXTENT_DELALLOC, UBT_TEST_ANY) &&
+			    !ordered_covers(st, pstart, pend)) {
+				ubt_lock_page(page);
+				if (PageDirty(page) && !PageChecked(page) && ubt_page_mapping(page)) {
+					SetPageChecked(page);
+					ubt_fixup_queue(st, page);
+				}
+				ubt_unlock_page(page);
+			}
+			ubt_unlock_extent(&st->io_tree, pstart, pend, NULL);
+		}
+		ubt_put_page(page);
+		if (!idx)
+			break;
+	}
+}
+
 int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end)
 {
 	u64 pos = start;
@@ -699,6 +748,7 @@ int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end)
 			break;
 		pos = e + 1;
 	}
+	find_unprepared_pages(st, start, end);
 	return ret;
 }
 
