@@ -50,7 +50,7 @@ static const struct ubt_extent_io_ops delalloc_ops = {
 
 static bool state_idle_locked(struct ubt_inode_state *st)
 {
-	return !st->delalloc_bytes && !st->nr_ordered && !ubt_mapping_nr_dirty(st->mapping);
+	return !st->delalloc_bytes && !st->nr_ordered && !st->nr_async && !ubt_mapping_nr_dirty(st->mapping);
 }
 
 static void state_free(struct ubt_inode_state *st)
@@ -341,7 +341,9 @@ int ubt_write_init(struct ubt_fs_info *fs_info, const struct ubt_write_config *c
 	wi->io_wq = ubt_wq_create("io", 4, 0);
 	wi->endio_wq = ubt_wq_create("endio", 2, UBT_WQ_KEEP_ONE);
 	wi->fixup_wq = ubt_wq_create("fixup", 1, 0);
-	if (IS_ERR_OR_NULL(wi->io_wq) || IS_ERR_OR_NULL(wi->endio_wq) || IS_ERR_OR_NULL(wi->fixup_wq)) {
+	wi->compress_wq = ubt_wq_create("compress", 4, 0);
+	if (IS_ERR_OR_NULL(wi->io_wq) || IS_ERR_OR_NULL(wi->endio_wq) || IS_ERR_OR_NULL(wi->fixup_wq) ||
+	    IS_ERR_OR_NULL(wi->compress_wq)) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -360,6 +362,8 @@ fail:
 		ubt_wq_destroy(wi->endio_wq);
 	if (!IS_ERR_OR_NULL(wi->fixup_wq))
 		ubt_wq_destroy(wi->fixup_wq);
+	if (!IS_ERR_OR_NULL(wi->compress_wq))
+		ubt_wq_destroy(wi->compress_wq);
 	if (wi->cache)
 		ubt_page_cache_destroy(wi->cache);
 	free(wi);
@@ -382,6 +386,7 @@ void ubt_write_exit(struct ubt_fs_info *fs_info)
 	}
 	ubt_write_flush_all(fs_info);
 	ubt_wq_destroy(wi->fixup_wq);
+	ubt_wq_destroy(wi->compress_wq);
 	ubt_wq_destroy(wi->io_wq);
 	ubt_wq_destroy(wi->endio_wq);
 	for (st = wi->inodes; st; st = next) {

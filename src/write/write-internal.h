@@ -26,6 +26,7 @@ struct ubt_write_info {
 	struct ubt_workqueue *io_wq;    /* device writes of ordered extents ("io") */
 	struct ubt_workqueue *endio_wq; /* finishing ordered extents ("endio") */
 	struct ubt_workqueue *fixup_wq; /* pages dirtied without COW setup ("fixup", fixup.c) */
+	struct ubt_workqueue *compress_wq; /* async compressed writeback chunks ("compress") */
 	struct ubt_write_opts wopts;
 	unsigned writeback_secs;
 
@@ -57,6 +58,8 @@ struct ubt_inode_state {
 	bool times_dirty;
 	struct btrfs_timespec mtime, ctime;
 	u64 inode_flags;
+	bool flags_dirty;     /* inode_flags gained NOCOMPRESS: written with the next finished extent */
+	unsigned nr_async;    /* compressed writeback chunks not yet submitted */
 	u64 delalloc_bytes;   /* bytes under DELALLOC (kept by the io_tree callbacks) */
 	u64 meta_items;       /* metadata reservation held for the delalloc and ordered extents */
 	struct ubt_ordered_extent *ordered;
@@ -96,11 +99,27 @@ void ubt_write_kick_flusher(struct ubt_write_info *wi);
  * dirty. Takes its own page and state references.
  */
 void ubt_fixup_queue(struct ubt_inode_state *st, struct ubt_page *page);
+/*
+ * The same setup, done now by the caller (holding no page or extent lock of @st) for every dirty
+ * CHECKED page of [start, end] — for paths that must not wait for the fixup pool but are about to
+ * drop cached pages (ubt_write_prepare_change). Returns the number of pages set up, or the first
+ * error (recorded on the mapping; that page was cleaned).
+ */
+int ubt_fixup_range(struct ubt_inode_state *st, u64 start, u64 end);
 
 /* writeback.c */
 int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end);
 void ubt_wait_ordered_range(struct ubt_inode_state *st, u64 start, u64 end);
 int ubt_inode_state_take_error(struct ubt_inode_state *st);
+/*
+ * For direct.c, the buffered path's own pieces: allocate / give back a data extent (short
+ * transactions of their own), insert a written ordered extent (its finish transaction), and give
+ * a failed one's disk extent back.
+ */
+int ubt_write_alloc_data(struct ubt_fs_info *fs_info, u64 len, u64 *bytenr);
+void ubt_write_free_data(struct ubt_fs_info *fs_info, u64 bytenr, u64 len);
+int ubt_ordered_finish(struct ubt_ordered_extent *oe);
+void ubt_ordered_fail(struct ubt_ordered_extent *oe);
 
 static inline struct ubt_write_info *ubt_wi(struct ubt_fs_info *fs_info)
 {

@@ -82,4 +82,40 @@ struct ubt_inode_state *ubt_write_prepare_change(struct ubt_fs_info *fs_info, st
 /* After the change is in the tree: reload size and times from the inode item, drop the io lock. */
 void ubt_write_finish_change(struct ubt_inode_state *st, struct ubt_root *root, u64 ino);
 
+/*
+ * Mapped access (mmap.c). ubt_write_mmap: a new mapping for @owner (the file handle) of
+ * [@off, @off + @len) of regular file @ino (@off page aligned): a page-aligned buffer of @len
+ * rounded up to pages, filled through the cache (zeros past EOF); ERR_PTR on failure.
+ * ubt_write_msync hands the bytes changed in the pages of [@addr, @addr + @len) back to the page
+ * cache: the pages are dirtied without reservation or DELALLOC (as the kernel's unmap path does)
+ * and writeback routes them through the fixup worker; bytes past EOF are dropped. @refuse is
+ * returned instead when something changed and the caller may not write (0: it may).
+ * ubt_write_munmap hands the whole mapping at @addr back the same way and frees it (also on
+ * error). -EINVAL when @addr is not a mapping of @owner.
+ */
+void *ubt_write_mmap(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, const void *owner, u64 off,
+		     size_t len);
+int ubt_write_msync(struct ubt_fs_info *fs_info, const void *owner, void *addr, size_t len, int refuse);
+int ubt_write_munmap(struct ubt_fs_info *fs_info, const void *owner, void *addr, int refuse);
+
+/*
+ * Direct IO (direct.c). ubt_write_direct: sector-aligned writes of a COW file bypass the cache
+ * (its cached pages of the range are written back and dropped), space reserved up front; an
+ * unaligned one, or one past an EOF in mid-sector, goes to ubt_write_buffered. Returns the bytes
+ * that reached the disk (short when the source ran short), or the error. NOCOW and prealloc files
+ * are the caller's (the in-place path). ubt_read_direct: writes back the range's dirty pages,
+ * then reads from disk (checksums verified); called without the tree lock.
+ */
+ssize_t ubt_write_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,
+			 const struct btrfs_inode_item *ii, const void *buf, size_t len, u64 off, bool append);
+ssize_t ubt_read_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, void *buf, size_t len, u64 off);
+
+/* point_arg of the hook points "direct.copy" and "direct.submit". */
+struct ubt_direct_step {
+	u64 file_offset; /* first byte of this step */
+	u64 len;         /* bytes the step wants (direct.submit: the bytes about to be written) */
+	u64 avail;       /* direct.copy: bytes the source yields now; a hook may lower it */
+	unsigned attempt; /* 0 for an ordered extent's first copy, then one per retry */
+};
+
 #endif

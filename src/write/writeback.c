@@ -342,6 +342,10 @@ static int finish_ordered(struct ubt_ordered_extent *oe)
 		ii.mtime = st->mtime;
 		ii.ctime = st->ctime;
 	}
+	if (st->flags_dirty) {
+		ii.flags = htole64(le64toh(ii.flags) | (st->inode_flags & BTRFS_INODE_NOCOMPRESS));
+		st->flags_dirty = false;
+	}
 	pthread_mutex_unlock(&st->lock);
 	ret = ubt_inode_update(&h, root, st->ino, &ii);
 out:
@@ -453,6 +457,79 @@ static void maybe_compress(struct ubt_ordered_extent *oe, const struct ubt_write
 	oe->data = out;
 	oe->disk_num_bytes = disk;
 	oe->compress_type = type;
+}
+
+/*
+ * Publish the ordered extents of @list (file range [s, e]) before the delalloc bits go, so a
+ * flush always sees one or the other; then clear DELALLOC (releasing its reservation), unlock the
+ * range, and submit them to the io pool. Returns @ret.
+ */
+static int publish_ordered(struct ubt_inode_state *st, struct ubt_ordered_extent *list, u64 s, u64 e, int ret)
+{
+	struct ubt_write_info *wi = st->wi;
+	struct ubt_fs_info *fs_info = wi->fs_info;
+	struct ubt_ordered_extent *oe, **v = NULL, *last = NULL;
+	size_t cnt = 0;
+
+	for (oe = list; oe; oe = oe->next) {
+		cnt++;
+		last = oe;
+	}
+	if (cnt) {
+		v = malloc(cnt * sizeof(*v));
+		if (!v) {
+			/* Cannot track them: submit one by one below from the local list instead. */
+			ret = ret ? ret : -ENOMEM;
+		}
+	}
+	cnt = 0;
+	for (oe = list; oe; oe = oe->next) {
+		if (v)
+			v[cnt] = oe;
+		cnt++;
+	}
+	pthread_mutex_lock(&wi->lock);
+	st->refs += (int)cnt; /* each ordered extent holds the state until it finished */
+	pthread_mutex_unlock(&wi->lock);
+	pthread_mutex_lock(&st->lock);
+	/* Each ordered extent carries the metadata reservation its finish needs. */
+	for (oe = list; oe; oe = oe->next) {
+		u64 take = ubt_min(st->meta_items, oe->meta_items);
+		oe->meta_items = take;
+		st->meta_items -= take;
+	}
+	if (last) {
+		last->next = st->ordered;
+		st->ordered = list;
+	}
+	st->nr_ordered += (unsigned)cnt;
+	if (ret && !st->error)
+		st->error = ret;
+	pthread_mutex_unlock(&st->lock);
+	if (ret)
+		ubt_mapping_set_error(st->mapping, ret);
+	ubt_clear_extent_bit(&st->io_tree, s, e, UBT_EXTENT_DELALLOC | UBT_EXTENT_LOCKED, NULL);
+	/* No delalloc left: what was reserved for it beyond the ordered extents' share goes back. */
+	pthread_mutex_lock(&st->lock);
+	if (!st->delalloc_bytes && st->meta_items) {
+		ubt_release_space(fs_info, st->meta_items, 0);
+		st->meta_items = 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+	for (size_t i = 0; v && i < cnt; i++) {
+		ubt_init_work(&v[i]->io_work, io_fn, NULL, NULL);
+		ubt_queue_work(wi->io_wq, &v[i]->io_work);
+	}
+	if (!v && cnt) {
+		/* Out of memory for the array: queue them from the list (each next read before queueing). */
+		for (oe = list; cnt--; oe = last) {
+			last = oe->next;
+			ubt_init_work(&oe->io_work, io_fn, NULL, NULL);
+			ubt_queue_work(wi->io_wq, &oe->io_work);
+		}
+	}
+	free(v);
+	return ret;
 }
 
 /* Allocate a data extent in a short transaction of its own (no change to abort on failure). */
@@ -614,71 +691,276 @@ static int cow_range(struct ubt_inode_state *st, u64 s, u64 e)
 		}
 	}
 	free(pages);
-	/* Publish the ordered extents before the delalloc bits go, so a flush always sees one or the other. */
-	{
-		struct ubt_ordered_extent **v = NULL, *last = NULL;
-		size_t cnt = 0;
+	return publish_ordered(st, list, s, e, ret);
+}
 
-		for (oe = list; oe; oe = oe->next) {
-			cnt++;
-			last = oe;
+
+/* ---- async compressed writeback (seed 002) ---- */
+
+/*
+ * A delalloc range to compress is cut into chunks of at most 512 KiB. Each chunk owns the pages of
+ * its own range and nothing else: they are locked (dirty cleared for I/O) when the range is taken,
+ * compressed in parallel by the compress pool (func), and submitted strictly in range order
+ * (ordered_func): ordered extents created, pages set to writeback and unlocked — by their chunk
+ * only, including the page writeback started from (the first page of the range, owned by the
+ * first chunk). A chunk that does not compress falls back to plain extents for its own pages.
+ *
+ * Hook points (point_arg: the chunk): "compress.chunk.before_compress",
+ * "compress.chunk.before_submit".
+ */
+#define UBT_ASYNC_CHUNK (512 * 1024ULL)
+#define UBT_PIECES_PER_CHUNK ((int)(UBT_ASYNC_CHUNK / UBT_MAX_COMPRESSED_CHUNK))
+
+struct ubt_async_chunk {
+	struct ubt_inode_state *st;
+	u64 start, end;          /* inclusive */
+	struct ubt_page **pages; /* locked; this chunk's only */
+	u32 nr_pages;
+	bool owns_first_page;    /* the page writeback started from */
+	u8 *data;                /* the chunk's bytes */
+	u8 *cdata[UBT_PIECES_PER_CHUNK];
+	u64 cdisk[UBT_PIECES_PER_CHUNK]; /* 0: store the piece as is */
+	int error;
+	struct ubt_work work;
+};
+
+static void chunk_compress_fn(struct ubt_work *work)
+{
+	struct ubt_async_chunk *c = (struct ubt_async_chunk *)((u8 *)work - offsetof(struct ubt_async_chunk, work));
+	struct ubt_inode_state *st = c->st;
+	struct ubt_write_info *wi = st->wi;
+	u32 ss = wi->fs_info->sectorsize;
+	int type = compress_type_of(st, &wi->wopts);
+	u64 len = c->end - c->start + 1;
+	bool any = false;
+
+	c->error = ubt_hook_point("compress.chunk.before_compress", c);
+	if (c->error)
+		return;
+	c->data = malloc((size_t)len);
+	if (!c->data) {
+		c->error = -ENOMEM;
+		return;
+	}
+	for (u32 i = 0; i < c->nr_pages; i++)
+		memcpy(c->data + (u64)i * PS, ubt_page_data(c->pages[i]), PS);
+	for (int p = 0; p * UBT_MAX_COMPRESSED_CHUNK < len; p++) {
+		u64 off = (u64)p * UBT_MAX_COMPRESSED_CHUNK, n = ubt_min(len - off, UBT_MAX_COMPRESSED_CHUNK);
+		u8 *out = malloc((size_t)n);
+		ssize_t cs;
+
+		if (!out)
+			continue;
+		cs = ubt_compress(type, type == wi->wopts.compress_type ? wi->wopts.compress_level : 0, c->data + off,
+				  (size_t)n, out, (size_t)n, ss);
+		if (cs > 0 && ALIGN_UP((u64)cs, (u64)ss) < n) {
+			memset(out + cs, 0, (size_t)(ALIGN_UP((u64)cs, (u64)ss) - (u64)cs));
+			c->cdata[p] = out;
+			c->cdisk[p] = ALIGN_UP((u64)cs, (u64)ss);
+			any = true;
+		} else {
+			free(out);
 		}
-		if (cnt) {
-			v = malloc(cnt * sizeof(*v));
-			if (!v) {
-				/* Cannot track them: submit one by one below from the local list instead. */
-				ret = ret ? ret : -ENOMEM;
+	}
+	if (!any && !wi->wopts.compress_force) {
+		/* As btrfs: data that does not compress marks the file, later writes go plain. */
+		pthread_mutex_lock(&st->lock);
+		st->inode_flags |= BTRFS_INODE_NOCOMPRESS;
+		st->flags_dirty = true;
+		pthread_mutex_unlock(&st->lock);
+	}
+}
+
+/* One ordered extent for piece [off, off + n) of @c: compressed when it paid, else plain. */
+static struct ubt_ordered_extent *chunk_piece_oe(struct ubt_async_chunk *c, int p, u64 off, u64 n, int *err)
+{
+	struct ubt_inode_state *st = c->st;
+	struct ubt_fs_info *fs_info = st->wi->fs_info;
+	u32 ss = fs_info->sectorsize;
+	struct ubt_ordered_extent *oe = calloc(1, sizeof(*oe));
+
+	if (!oe) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	oe->st = st;
+	oe->file_offset = c->start + off;
+	oe->num_bytes = oe->ram_bytes = n;
+	oe->datasum = true;
+	if (c->cdata[p]) {
+		oe->data = c->cdata[p];
+		c->cdata[p] = NULL;
+		oe->disk_num_bytes = c->cdisk[p];
+		oe->compress_type = compress_type_of(st, &st->wi->wopts);
+	} else {
+		oe->data = malloc((size_t)n);
+		if (!oe->data) {
+			free(oe);
+			*err = -ENOMEM;
+			return NULL;
+		}
+		memcpy(oe->data, c->data + off, (size_t)n);
+		oe->disk_num_bytes = n;
+	}
+	*err = alloc_data(fs_info, oe->disk_num_bytes, &oe->disk_bytenr);
+	if (!*err) {
+		u64 nsec = oe->disk_num_bytes / ss;
+
+		oe->csums = malloc((size_t)(nsec * (u64)fs_info->csum_size));
+		if (!oe->csums) {
+			*err = -ENOMEM;
+			free_data(fs_info, oe->disk_bytenr, oe->disk_num_bytes);
+		}
+		for (u64 i = 0; oe->csums && i < nsec; i++) {
+			u8 sum[UBT_CSUM_MAX];
+			ubt_csum(fs_info->csum_type, oe->data + i * ss, ss, sum);
+			memcpy(oe->csums + i * (u64)fs_info->csum_size, sum, (size_t)fs_info->csum_size);
+		}
+	}
+	if (*err) {
+		oe_free(oe);
+		return NULL;
+	}
+	oe->meta_items = items_for(n);
+	oe->nr_pages = (u32)(n / PS);
+	oe->pages = calloc(oe->nr_pages, sizeof(*oe->pages));
+	if (!oe->pages) {
+		free_data(fs_info, oe->disk_bytenr, oe->disk_num_bytes);
+		oe_free(oe);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return oe;
+}
+
+static void chunk_submit_fn(struct ubt_work *work)
+{
+	struct ubt_async_chunk *c = (struct ubt_async_chunk *)((u8 *)work - offsetof(struct ubt_async_chunk, work));
+	struct ubt_inode_state *st = c->st;
+	struct ubt_ordered_extent *list = NULL, **tail = &list;
+	u64 len = c->end - c->start + 1;
+	int ret = c->error;
+
+	if (!ret)
+		ret = ubt_hook_point("compress.chunk.before_submit", c);
+	for (int p = 0; !ret && (u64)p * UBT_MAX_COMPRESSED_CHUNK < len; p++) {
+		u64 off = (u64)p * UBT_MAX_COMPRESSED_CHUNK, n = ubt_min(len - off, UBT_MAX_COMPRESSED_CHUNK);
+		struct ubt_ordered_extent *oe = chunk_piece_oe(c, p, off, n, &ret);
+
+		if (!oe)
+			break;
+		/* This chunk's pages, and only them: writeback on, unlocked. */
+		for (u32 i = 0; i < oe->nr_pages; i++) {
+			struct ubt_page *page = c->pages[off / PS + i];
+
+			c->pages[off / PS + i] = NULL;
+			ubt_set_page_writeback(page);
+			ubt_unlock_page(page);
+			oe->pages[i] = page;
+		}
+		*tail = oe;
+		tail = &oe->next;
+	}
+	/* Pages of a failed chunk: the error goes to the file; their data is not written. */
+	for (u32 i = 0; i < c->nr_pages; i++) {
+		if (c->pages[i]) {
+			ubt_set_page_writeback(c->pages[i]);
+			ubt_unlock_page(c->pages[i]);
+			ubt_end_page_writeback(c->pages[i], ret ? ret : -EIO);
+			ubt_put_page(c->pages[i]);
+			c->pages[i] = NULL;
+		}
+	}
+	publish_ordered(st, list, c->start, c->end, ret);
+	pthread_mutex_lock(&st->lock);
+	st->nr_async--;
+	pthread_cond_broadcast(&st->cond);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static void chunk_free_fn(struct ubt_work *work)
+{
+	struct ubt_async_chunk *c = (struct ubt_async_chunk *)((u8 *)work - offsetof(struct ubt_async_chunk, work));
+	struct ubt_inode_state *st = c->st;
+
+	for (int p = 0; p < UBT_PIECES_PER_CHUNK; p++)
+		free(c->cdata[p]);
+	free(c->data);
+	free(c->pages);
+	free(c);
+	ubt_inode_state_put(st);
+}
+
+/* Take the locked delalloc range [s, e] for compression: lock its pages, queue its chunks. */
+static int cow_range_async(struct ubt_inode_state *st, u64 s, u64 e)
+{
+	struct ubt_write_info *wi = st->wi;
+	int ret = 0;
+
+	for (u64 pos = s; pos <= e;) {
+		u64 n = ubt_min(e - pos + 1, UBT_ASYNC_CHUNK);
+		struct ubt_async_chunk *c = calloc(1, sizeof(*c));
+		u32 got = 0;
+
+		if (c)
+			c->pages = calloc((size_t)(n / PS), sizeof(*c->pages));
+		if (!c || !c->pages) {
+			free(c);
+			ret = -ENOMEM;
+			s = pos; /* the rest [pos, e] is unlocked below */
+			break;
+		}
+		c->st = st;
+		c->start = pos;
+		c->end = pos + n - 1;
+		c->nr_pages = (u32)(n / PS);
+		c->owns_first_page = pos == s;
+		for (u32 i = 0; i < c->nr_pages; i++) {
+			struct ubt_page *page = ubt_find_get_page(st->mapping, pos / PS + i);
+
+			if (!page) {
+				c->error = -EUCLEAN;
+				ubt_err("root %" PRIu64 " ino %" PRIu64 ": delalloc page %" PRIu64 " missing", st->root->objectid,
+					st->ino, pos / PS + i);
+				continue;
 			}
+			ubt_lock_page(page);
+			ubt_clear_page_dirty_for_io(page);
+			c->pages[i] = page;
+			got++;
 		}
-		cnt = 0;
-		for (oe = list; oe; oe = oe->next) {
-			if (v)
-				v[cnt] = oe;
-			cnt++;
-		}
+		if (got < c->nr_pages && !c->error)
+			c->error = -EUCLEAN;
 		pthread_mutex_lock(&wi->lock);
-		st->refs += (int)cnt; /* each ordered extent holds the state until it finished */
+		st->refs++; /* the chunk holds the state until freed */
 		pthread_mutex_unlock(&wi->lock);
 		pthread_mutex_lock(&st->lock);
-		/* Each ordered extent carries the metadata reservation its finish needs. */
-		for (oe = list; oe; oe = oe->next) {
-			u64 take = ubt_min(st->meta_items, oe->meta_items);
-			oe->meta_items = take;
-			st->meta_items -= take;
-		}
-		if (last) {
-			last->next = st->ordered;
-			st->ordered = list;
-		}
-		st->nr_ordered += (unsigned)cnt;
-		if (ret && !st->error)
-			st->error = ret;
+		st->nr_async++;
 		pthread_mutex_unlock(&st->lock);
-		if (ret)
-			ubt_mapping_set_error(st->mapping, ret);
-		ubt_clear_extent_bit(&st->io_tree, s, e, UBT_EXTENT_DELALLOC | UBT_EXTENT_LOCKED, NULL);
-		/* No delalloc left: what was reserved for it beyond the ordered extents' share goes back. */
-		pthread_mutex_lock(&st->lock);
-		if (!st->delalloc_bytes && st->meta_items) {
-			ubt_release_space(fs_info, st->meta_items, 0);
-			st->meta_items = 0;
-		}
-		pthread_mutex_unlock(&st->lock);
-		for (size_t i = 0; v && i < cnt; i++) {
-			ubt_init_work(&v[i]->io_work, io_fn, NULL, NULL);
-			ubt_queue_work(wi->io_wq, &v[i]->io_work);
-		}
-		if (!v && cnt) {
-			/* Out of memory for the array: finish them in this thread (still correct, slower). */
-			for (oe = list; cnt--; oe = last) {
-				last = oe->next;
-				ubt_init_work(&oe->io_work, io_fn, NULL, NULL);
-				ubt_queue_work(wi->io_wq, &oe->io_work);
-			}
-		}
-		free(v);
+		ubt_init_work(&c->work, chunk_compress_fn, chunk_submit_fn, chunk_free_fn);
+		ubt_queue_work(wi->compress_wq, &c->work);
+		pos += n;
+	}
+	if (ret) {
+		/* What could not be queued stays dirty and delalloc for a later writeback; unlock it. */
+		ubt_unlock_extent(&st->io_tree, s, e, NULL);
 	}
 	return ret;
+}
+
+/* Compressed writeback goes async, except a small file that will be one inline extent. */
+static bool use_async(struct ubt_inode_state *st, u64 s, u64 e)
+{
+	u64 i_size;
+
+	if (!compress_type_of(st, &st->wi->wopts) || (st->inode_flags & (BTRFS_INODE_NODATASUM | BTRFS_INODE_NODATACOW)) ||
+	    (!st->wi->wopts.compress_force && (st->inode_flags & BTRFS_INODE_NOCOMPRESS)))
+		return false;
+	pthread_mutex_lock(&st->lock);
+	i_size = st->i_size;
+	pthread_mutex_unlock(&st->lock);
+	return !(s == 0 && i_size <= ubt_min((u64)UBT_DEFAULT_MAX_INLINE, (u64)ubt_max_inline_size(st->wi->fs_info)) &&
+		 e + 1 >= i_size);
 }
 
 /* Is [start, end] covered by an ordered extent still in flight? */
@@ -741,7 +1023,7 @@ int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end)
 
 		if (!ubt_find_lock_delalloc_range(&st->io_tree, &s, &e, UBT_WRITEBACK_MAX, NULL))
 			break;
-		r = cow_range(st, s, e);
+		r = use_async(st, s, e) ? cow_range_async(st, s, e) : cow_range(st, s, e);
 		if (r && !ret)
 			ret = r;
 		if (e == (u64)-1)
@@ -764,6 +1046,8 @@ void ubt_wait_ordered_range(struct ubt_inode_state *st, u64 start, u64 end)
 				break;
 			}
 		}
+		if (st->nr_async)
+			busy = true; /* compressed chunks not yet turned into ordered extents */
 		if (!busy)
 			break;
 		pthread_cond_wait(&st->cond, &st->lock);
@@ -779,6 +1063,12 @@ struct ubt_inode_state *ubt_write_prepare_change(struct ubt_fs_info *fs_info, st
 	if (!st)
 		return NULL;
 	pthread_mutex_lock(&st->io_mutex);
+	ubt_writeback_range(st, 0, (u64)-1);
+	/*
+	 * Pages dirtied behind the write path's back were refused (CHECKED): set them up here, not
+	 * waiting for the fixup pool, and write them too — none may be dropped unwritten below.
+	 */
+	ubt_fixup_range(st, 0, (u64)-1);
 	ubt_writeback_range(st, 0, (u64)-1);
 	ubt_wait_ordered_range(st, 0, (u64)-1);
 	if (drop_start <= drop_end)
@@ -806,4 +1096,26 @@ void ubt_write_finish_change(struct ubt_inode_state *st, struct ubt_root *root, 
 	ubt_tree_read_unlock(st->wi->fs_info);
 	pthread_mutex_unlock(&st->io_mutex);
 	ubt_inode_state_put(st);
+}
+
+/* ---- for direct.c (write-internal.h): the same allocation and finish path ---- */
+
+int ubt_write_alloc_data(struct ubt_fs_info *fs_info, u64 len, u64 *bytenr)
+{
+	return alloc_data(fs_info, len, bytenr);
+}
+
+void ubt_write_free_data(struct ubt_fs_info *fs_info, u64 bytenr, u64 len)
+{
+	free_data(fs_info, bytenr, len);
+}
+
+int ubt_ordered_finish(struct ubt_ordered_extent *oe)
+{
+	return finish_ordered(oe);
+}
+
+void ubt_ordered_fail(struct ubt_ordered_extent *oe)
+{
+	fail_ordered(oe);
 }
