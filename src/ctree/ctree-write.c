@@ -387,9 +387,12 @@ static int split_leaf(struct ubt_trans_handle *h, struct ubt_root *root, const s
 		if (ret)
 			return ret;
 	}
-	/* Prefer a middle split when it leaves room for the new item; else split at the slot. */
-	split_at = (int)n / 2;
-	{
+	/*
+	 * Appending at the end (sequential inserts): a fresh right leaf, so leaves fill up completely.
+	 * Otherwise prefer a middle split when it leaves room for the new item; else split at the slot.
+	 */
+	split_at = slot >= (int)n ? (int)n : (int)n / 2;
+	if (split_at < (int)n) {
 		u32 left_used = 0, right_used = 0;
 		for (int i = 0; i < (int)n; i++) {
 			u32 sz = ubt_item_size(l, i) + (u32)sizeof(struct btrfs_item);
