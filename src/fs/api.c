@@ -4,6 +4,7 @@
  * and "..", and the thin wrappers that turn internal errors into the documented errno values.
  */
 #include "fs.h"
+#include "api-internal.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -106,41 +107,14 @@ static int encode_ino(ubt_fs *fs, struct ubt_root *root, u64 objectid, ubt_ino *
 
 static int decode_ino(ubt_fs *fs, ubt_ino ino, struct ubt_root **root, u64 *objectid)
 {
-	u32 idx = (u32)(ino >> UBT_INO_SUBVOL_SHIFT);
-	int ret = 0;
+	u32 idx;
 
-	pthread_mutex_lock(&fs->lock);
-	if (ino == UBT_ROOT_INO) {
-		*root = fs->subvols[0];
-		*objectid = root_dirid(fs->subvols[0]);
-	} else if (idx < fs->nr_subvols && (ino & UBT_INO_OBJECTID_MASK) >= BTRFS_EMPTY_SUBVOL_DIR_OBJECTID) {
-		*root = fs->subvols[idx];
-		*objectid = ino & UBT_INO_OBJECTID_MASK;
-	} else {
-		ret = -ESTALE;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	return ret;
+	return ubt_api_decode(fs, ino, root, objectid, &idx);
 }
 
 static void fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u64 st_ino, struct stat *st)
 {
-	u64 rdev = le64toh(ii->rdev);
-
-	memset(st, 0, sizeof(*st));
-	st->st_ino = st_ino;
-	st->st_mode = le32toh(ii->mode);
-	st->st_nlink = le32toh(ii->nlink);
-	st->st_uid = le32toh(ii->uid);
-	st->st_gid = le32toh(ii->gid);
-	/* btrfs stores the kernel's internal dev_t: major in the bits above 20. */
-	st->st_rdev = makedev((unsigned)(rdev >> 20), (unsigned)(rdev & 0xfffff));
-	st->st_size = (off_t)le64toh(ii->size);
-	st->st_blksize = fs->fs_info->sectorsize;
-	st->st_blocks = (blkcnt_t)(ALIGN_UP(le64toh(ii->nbytes), (u64)fs->fs_info->sectorsize) >> 9);
-	st->st_atim = ubt_timespec(&ii->atime);
-	st->st_mtim = ubt_timespec(&ii->mtime);
-	st->st_ctim = ubt_timespec(&ii->ctime);
+	ubt_api_fill_stat(fs, ii, (u32)(st_ino >> UBT_INO_SUBVOL_SHIFT), st_ino & UBT_INO_OBJECTID_MASK, st);
 }
 
 /* The placeholder directory btrfs shows for a subvolume that is not really there (in a snapshot). */
