@@ -47,6 +47,7 @@ struct ubt_mount_opts {
 	const char *subvol;    /* path of the subvolume to mount, from the top level; NULL = default */
 	uint64_t subvolid;     /* id of the subvolume to mount; 0 = default (or @subvol) */
 	size_t cache_bytes;    /* metadata cache limit in bytes; 0 = 64 MiB */
+	size_t page_cache_bytes; /* file data cache limit (read-write mounts); 0 = 256 MiB */
 	unsigned commit_interval; /* seconds between automatic commits (read-write); 0 = 30 */
 	const char *compress;  /* "zlib[:level]", "lzo", "zstd[:level]" for new data; NULL = none */
 	int compress_force;    /* compress-force=: try every write, not only data that looks compressible */

@@ -862,7 +862,7 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 			goto fail;
 		}
 		if (!fs->rdonly) {
-			struct ubt_write_config wcfg = { 0 };
+			struct ubt_write_config wcfg = { .cache_bytes = opts->page_cache_bytes };
 
 			wcfg.wopts.compress_type = fs->compress_type;
 			wcfg.wopts.compress_level = fs->compress_level;

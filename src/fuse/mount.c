@@ -171,6 +171,7 @@ static int open_image(const char *image, const char *shown, const struct ubtf_mo
 		.subvol = a->subvol,
 		.subvolid = a->subvolid,
 		.cache_bytes = a->cache_bytes,
+		.page_cache_bytes = a->page_cache_bytes,
 		.commit_interval = a->commit_interval,
 		.compress = a->compress,
 		.compress_force = a->compress_force,

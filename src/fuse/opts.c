@@ -38,6 +38,7 @@ void ubtf_mount_usage(FILE *out)
 		"     nodatacow, nodatasum  new files: no copy-on-write (and no checksums) / no\n"
 		"                        data checksums (datacow, datasum undo them)\n"
 		"     cache=SIZE         metadata cache limit, bytes or with k/m/g suffix\n"
+		"     page_cache=SIZE    file data cache limit (read-write; default 256m)\n"
 		"     timeout=SECS       kernel entry and attribute cache timeout (default 1)\n"
 		"     entry_timeout=SECS, attr_timeout=SECS, negative_timeout=SECS\n"
 		"     lock_timeout=SECS  how long to wait for an image in use (default 5)\n"
@@ -249,6 +250,8 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 	}
 	if (KEY("cache"))
 		return ubtf_parse_size(val, &a->cache_bytes) ? bad_value(opt) : 0;
+	if (KEY("page_cache"))
+		return ubtf_parse_size(val, &a->page_cache_bytes) ? bad_value(opt) : 0;
 	if (KEY("timeout")) {
 		if (parse_seconds(val, 1e6, &secs))
 			return bad_value(opt);

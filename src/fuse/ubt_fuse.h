@@ -52,6 +52,7 @@ struct ubtf_mount_args {
 	bool nologreplay;
 	bool nodatacow, nodatasum; /* nodatacow/nodatasum (datacow/datasum undo them) */
 	size_t cache_bytes;
+	size_t page_cache_bytes;
 	unsigned commit_interval; /* commit=SECS; 0 = the library's default */
 	char *compress;         /* compress=/compress-force= ALG[:LEVEL], NULL = none */
 	bool compress_force;    /* compress-force=: parsed, not yet passed (no library field) */
