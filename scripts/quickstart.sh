@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# quickstart.sh [IMAGE] [MOUNTPOINT] — from a fresh Debian 12, as root: install dependencies,
-# build ubtrfs, and mount a btrfs image read-only with it.
+# quickstart.sh [IMAGE] [MOUNTPOINT] [OPTIONS] — from a fresh Debian 12, as root: install
+# dependencies, build ubtrfs, and mount a btrfs image with it.
 #
-# Without IMAGE a small demo image is made at /var/tmp/ubtrfs-demo.img (mkfs.btrfs --rootdir
-# from a generated tree). MOUNTPOINT defaults to /mnt/ubtrfs-demo.
+# Without IMAGE a small demo image is made at /var/tmp/ubtrfs-demo.img (`ubtrfs mkfs --rootdir`
+# from a generated tree) and mounted read-write. A given IMAGE is mounted read-only unless
+# OPTIONS say otherwise (e.g. "rw" or "compress=zstd"). MOUNTPOINT defaults to /mnt/ubtrfs-demo.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 image=${1:-}
 mnt=${2:-/mnt/ubtrfs-demo}
+opts=${3:-}
 build=$root/build
 demo=/var/tmp/ubtrfs-demo.img
 
@@ -31,9 +33,10 @@ if [[ -z $image ]]; then
 	tree=$(mktemp -d /var/tmp/ubtrfs-demo-tree.XXXXXX)
 	trap 'rm -rf "$tree"' EXIT
 	cat >"$tree/README" <<'EOF'
-This is a btrfs image made by mkfs.btrfs and mounted by ubtrfs, btrfs in userspace.
-Everything here is read through libubtrfs: the directory tree, file contents (with
-their checksums verified), symlinks and extended attributes.
+This is a btrfs image made by `ubtrfs mkfs` and mounted by ubtrfs, btrfs in userspace.
+Everything here goes through libubtrfs: the directory tree, file contents (checksums
+verified on read, written copy-on-write), symlinks and extended attributes. Change
+things, unmount with `ubtrfs umount`, and `btrfs check` or the Linux kernel will agree.
 EOF
 	mkdir -p "$tree/docs/notes" "$tree/data"
 	printf 'hello from ubtrfs\n' >"$tree/hello.txt"
@@ -42,9 +45,9 @@ EOF
 	head -c 1048576 /dev/urandom >"$tree/data/random.bin"
 	ln -s docs/notes/notes.txt "$tree/notes-link"
 	rm -f "$demo"
-	truncate -s 256M "$demo"
-	mkfs.btrfs -q -f -L ubtrfs-demo --rootdir "$tree" "$demo" >/dev/null
+	"$ubtrfs" mkfs -q -f -b 256M -L ubtrfs-demo --rootdir "$tree" "$demo" >/dev/null
 	image=$demo
+	opts=${opts:-rw}
 fi
 [[ -e $image ]] || { echo "quickstart.sh: no image $image" >&2; exit 1; }
 
@@ -54,8 +57,9 @@ if mountpoint -q "$mnt"; then
 	exit 1
 fi
 
-echo "==> mount"
-"$ubtrfs" mount -o ro "$image" "$mnt" </dev/null
+opts=${opts:-ro}
+echo "==> mount ($opts)"
+"$ubtrfs" mount -o "$opts" "$image" "$mnt" </dev/null
 for _ in $(seq 1 100); do
 	mountpoint -q "$mnt" && break
 	sleep 0.1
@@ -63,7 +67,7 @@ done
 mountpoint -q "$mnt" || { echo "quickstart.sh: $mnt did not get mounted" >&2; exit 1; }
 
 echo
-echo "$image is mounted read-only at $mnt by ubtrfs:"
+echo "$image is mounted ($opts) at $mnt by ubtrfs:"
 echo
 echo "\$ ls -l $mnt"
 ls -l "$mnt"
