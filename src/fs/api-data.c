@@ -2,10 +2,13 @@
  * api-data.c — the public fallocate and inode-flag calls (include/ubtrfs.h, "Data"): thin
  * wrappers that check what they can, reserve space, run the extent-level work of
  * inode/falloc.c in one transaction (aborted on an error after the first change), and map the
- * chattr flags (FS_*_FL) to btrfs's inode flags the way btrfs's SETFLAGS/GETFLAGS ioctls do.
+ * chattr flags (FS_*_FL) to btrfs's inode flags the way btrfs's SETFLAGS/GETFLAGS ioctls do;
+ * the direct IO calls, which check as ubt_pwrite/ubt_pread do and hand aligned requests of COW
+ * files to write/direct.c (unaligned ones, NOCOW and prealloc files go the ubt_pwrite way).
  */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 
 #include "../transaction/transaction.h"
 #include "../write/write.h"
@@ -107,6 +110,59 @@ out:
 	if (!ret)
 		f->inode = ii;
 	return ret;
+}
+
+/* ---- direct IO ---- */
+
+ssize_t ubt_pwrite_direct(ubt_file *f, const void *buf, size_t size, uint64_t off)
+{
+	ubt_fs *fs = f->fs;
+	const u64 ss = fs->fs_info->sectorsize;
+	struct btrfs_inode_item ii;
+	int ret;
+
+	/* Unaligned (btrfs falls back to buffered), empty, or no write path: ubt_pwrite decides. */
+	if (!size || !fs->fs_info->write_info ||
+	    (!(f->flags & O_APPEND) && (!IS_ALIGNED(off, ss) || !IS_ALIGNED((u64)size, ss))))
+		return ubt_pwrite(f, buf, size, off);
+	/* ubt_pwrite's checks. */
+	if (size > (size_t)SSIZE_MAX || (u64)size > UBT_MAX_FILE_SIZE)
+		return -EINVAL;
+	if (!(f->flags & O_APPEND) && (off > UBT_MAX_FILE_SIZE || size > UBT_MAX_FILE_SIZE - off))
+		return -EFBIG;
+	if ((f->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	if (fs->rdonly || fs->fs_info->rdonly || fs->fs_info->fs_error)
+		return -EROFS;
+	ubt_tree_read_lock(fs->fs_info);
+	ret = ubt_inode_read(f->root, f->objectid, &ii);
+	ubt_tree_read_unlock(fs->fs_info);
+	if (ret)
+		return ret;
+	if (!S_ISREG(get_le32(&ii.mode)))
+		return -EINVAL;
+	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
+	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND)))
+		return -EPERM;
+	/* NOCOW and preallocated data are written in place, straight to disk: the write-through path. */
+	if (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC))
+		return ubt_pwrite(f, buf, size, off);
+	return ubt_write_direct(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, f->flags & O_APPEND);
+}
+
+ssize_t ubt_pread_direct(ubt_file *f, void *buf, size_t size, uint64_t off)
+{
+	ubt_fs *fs = f->fs;
+	const u64 ss = fs->fs_info->sectorsize;
+
+	if (off > (u64)INT64_MAX)
+		return -EINVAL;
+	if (size > (size_t)SSIZE_MAX)
+		size = ALIGN_DOWN((size_t)SSIZE_MAX, (size_t)ss);
+	/* Unaligned (buffered, as btrfs), or a read-only mount (nothing cached): ubt_pread. */
+	if (fs->rdonly || !fs->fs_info->write_info || !IS_ALIGNED(off, ss) || !IS_ALIGNED((u64)size, ss))
+		return ubt_pread(f, buf, size, off);
+	return ubt_read_direct(fs->fs_info, f->root, f->objectid, buf, size, off);
 }
 
 /* ---- inode flags ---- */
@@ -262,4 +318,43 @@ out:
 	ret = ubt_api_wop_end(&op, ret);
 	ubt_write_finish_change(cached, root, objectid);
 	return ret;
+}
+
+/* ---- mapped access (write/mmap.c) ---- */
+
+void *ubt_mmap(ubt_file *f, uint64_t off, size_t len)
+{
+	void *p;
+
+	if (off > UBT_MAX_FILE_SIZE || len > UBT_MAX_FILE_SIZE - off) {
+		errno = EINVAL;
+		return NULL;
+	}
+	p = ubt_write_mmap(f->fs->fs_info, f->root, f->objectid, f, off, len);
+	if (IS_ERR(p)) {
+		errno = (int)-PTR_ERR(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Changes made through a mapping need a handle open for writing on a writable mount. */
+static int map_refuse(const ubt_file *f)
+{
+	if ((f->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	if (f->fs->rdonly || f->fs->fs_info->rdonly || f->fs->fs_info->fs_error)
+		return -EROFS;
+	return 0;
+}
+
+int ubt_msync(ubt_file *f, void *addr, size_t len)
+{
+	return ubt_write_msync(f->fs->fs_info, f, addr, len, map_refuse(f));
+}
+
+int ubt_munmap(ubt_file *f, void *addr, size_t len)
+{
+	(void)len; /* the whole mapping goes */
+	return ubt_write_munmap(f->fs->fs_info, f, addr, map_refuse(f));
 }

@@ -14,6 +14,8 @@
  * off); O_TRUNC arrives in open (FUSE_CAP_ATOMIC_O_TRUNC) and is done here with ubt_setattr.
  * POSIX ACL xattrs arrive as plain setxattr requests: acl.c keeps the mode bits in step.
  * No writeback cache: every write(2) is a WRITE request answered after ubt_pwrite returned.
+ * Files opened with O_DIRECT keep it in their handle's flags and get FOPEN_DIRECT_IO (the kernel
+ * caches nothing for them); their READ/WRITE requests go to ubt_pread_direct/ubt_pwrite_direct.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -410,7 +412,8 @@ static int open_file(struct ubtf_ctx *ctx, fuse_ino_t ino, struct fuse_file_info
 		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	fi->keep_cache = ctx->rdonly; /* the image cannot change under a read-only mount */
+	fi->direct_io = (fi->flags & O_DIRECT) != 0; /* no kernel page cache: the library's direct path */
+	fi->keep_cache = ctx->rdonly && !fi->direct_io; /* the image cannot change under a read-only mount */
 	fi->noflush = ctx->rdonly;
 	*out = f;
 	return 0;
@@ -436,6 +439,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
 	ubt_file *f = (ubt_file *)(uintptr_t)fi->fh;
+	const bool direct = fi->flags & O_DIRECT;
 	size_t done = 0;
 	char *buf;
 
@@ -450,7 +454,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	/* The kernel takes a short read for end of file: fill the buffer unless at EOF. */
 	while (done < size) {
-		ssize_t n = ubt_pread(f, buf + done, size - done, (uint64_t)off + done);
+		ssize_t n = direct ? ubt_pread_direct(f, buf + done, size - done, (uint64_t)off + done)
+				   : ubt_pread(f, buf + done, size - done, (uint64_t)off + done);
 
 		if (n < 0) {
 			if (done == 0) {
@@ -856,6 +861,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
 	ubt_file *f = (ubt_file *)(uintptr_t)fi->fh;
+	const bool direct = fi->flags & O_DIRECT;
 	size_t done = 0;
 	int ret;
 
@@ -864,7 +870,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	while (done < size) {
-		ssize_t n = ubt_pwrite(f, buf + done, size - done, (uint64_t)off + done);
+		ssize_t n = direct ? ubt_pwrite_direct(f, buf + done, size - done, (uint64_t)off + done)
+				   : ubt_pwrite(f, buf + done, size - done, (uint64_t)off + done);
 
 		if (n < 0) {
 			if (done == 0) {

@@ -104,14 +104,16 @@ nomem:
 
 /*
  * Fill @oe from @src: ask the source for what it yields now ("direct.copy"), checksum and write
- * the whole sectors of it, and retry with the rest until the extent is full or the source yields
- * nothing more (the zero-length remainder). *@written: the bytes that reached the disk. Returns 0,
- * the source's fault when nothing was written, or the I/O error.
+ * the whole sectors of it, and retry with the rest (the source faulted in) until the extent is
+ * full or a retry yields nothing more either (no progress: the zero-length remainder). *@written:
+ * the bytes that reached the disk. Returns 0, the source's fault when nothing was written, or the
+ * I/O error.
  */
 static int direct_fill(struct ubt_ordered_extent *oe, const u8 *src, u64 *written)
 {
 	struct ubt_fs_info *fs_info = oe->st->wi->fs_info;
 	const u64 ss = fs_info->sectorsize;
+	bool stalled = false;
 	u64 done = 0;
 	int ret = 0;
 
@@ -126,11 +128,16 @@ static int direct_fill(struct ubt_ordered_extent *oe, const u8 *src, u64 *writte
 		u64 sub = fault ? 0 : ALIGN_DOWN(ubt_min(step.avail, step.len), ss);
 
 		if (!sub) {
-			/* Nothing (whole) more from the source now: the rest is cancelled. */
+			if (!stalled) {
+				stalled = true; /* fault the source in and retry once without progress */
+				continue;
+			}
+			/* Nothing (whole) more from the source: the rest is cancelled. */
 			if (!done)
 				ret = fault ? fault : -EFAULT;
 			break;
 		}
+		stalled = false;
 		for (u64 i = 0; oe->datasum && i < sub / ss; i++) {
 			u8 c[UBT_CSUM_MAX];
 

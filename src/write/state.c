@@ -48,9 +48,11 @@ static const struct ubt_extent_io_ops delalloc_ops = {
 
 /* ---- the inode table ---- */
 
+/* Idle: nothing in flight, and no write error left for the next flush/fsync to report. */
 static bool state_idle_locked(struct ubt_inode_state *st)
 {
-	return !st->delalloc_bytes && !st->nr_ordered && !st->nr_async && !ubt_mapping_nr_dirty(st->mapping);
+	return !st->delalloc_bytes && !st->nr_ordered && !st->nr_async && !st->error &&
+	       !ubt_mapping_nr_dirty(st->mapping);
 }
 
 static void state_free(struct ubt_inode_state *st)
