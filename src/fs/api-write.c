@@ -997,6 +997,13 @@ int ubt_fsync(ubt_file *f, int datasync)
 	return ret ? ret : ret2;
 }
 
+int ubt_flush(ubt_file *f)
+{
+	if (f->fs->rdonly)
+		return 0;
+	return ubt_write_flush_range(f->fs->fs_info, f->root, f->objectid, 0, (u64)-1);
+}
+
 int ubt_sync(ubt_fs *fs)
 {
 	int ret, ret2;

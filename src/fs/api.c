@@ -579,11 +579,15 @@ int ubt_close(ubt_file *f)
 	int ret = 0, ret2;
 
 	if (!f->fs->rdonly) {
+		/* Mappings of this handle end with it: their changes are handed back (munmap). */
+		ret = ubt_write_munmap_all(f->fs->fs_info, f, (f->flags & O_ACCMODE) == O_RDONLY ? -EBADF : 0);
+		if ((f->flags & O_ACCMODE) == O_RDONLY)
+			ret = 0; /* changes in a read-only handle's mapping are dropped, as MAP_PRIVATE */
 		/*
 		 * Written data goes to disk at the last close of a handle, so that an inode whose last
 		 * name is gone can be deleted with nothing of it in flight.
 		 */
-		if ((f->flags & O_ACCMODE) != O_RDONLY)
+		if ((f->flags & O_ACCMODE) != O_RDONLY && !ret)
 			ret = ubt_write_flush_range(f->fs->fs_info, f->root, f->objectid, 0, (u64)-1);
 		ret2 = ubt_inode_release(f->root, f->objectid, 1);
 		if (!ret)

@@ -262,7 +262,7 @@ ssize_t ubt_write_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64
 	/* Under the io lock nothing new is cached: write back what is, wait, drop the range's pages. */
 	ubt_writeback_range(st, off, off + len - 1);
 	ubt_wait_ordered_range(st, off, off + len - 1);
-	ubt_truncate_inode_pages_range(st->mapping, off, off + len - 1);
+	ubt_drop_cached_range(st, off, off + len - 1);
 	pthread_mutex_lock(&st->lock);
 	ubt_timespec_now(&st->mtime);
 	st->ctime = st->mtime;

@@ -247,3 +247,27 @@ int ubt_write_munmap(struct ubt_fs_info *fs_info, const void *owner, void *addr,
 	free(m);
 	return ret;
 }
+
+int ubt_write_munmap_all(struct ubt_fs_info *fs_info, const void *owner, int refuse)
+{
+	int ret = 0;
+
+	for (;;) {
+		void *addr = NULL;
+		int r;
+
+		pthread_mutex_lock(&maps_lock);
+		for (struct map *c = maps; c; c = c->next) {
+			if (c->owner == owner) {
+				addr = c->addr;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&maps_lock);
+		if (!addr)
+			return ret;
+		r = ubt_write_munmap(fs_info, owner, addr, refuse);
+		if (r && !ret)
+			ret = r;
+	}
+}

@@ -110,6 +110,12 @@ int ubt_fixup_range(struct ubt_inode_state *st, u64 start, u64 end);
 /* writeback.c */
 int ubt_writeback_range(struct ubt_inode_state *st, u64 start, u64 end);
 void ubt_wait_ordered_range(struct ubt_inode_state *st, u64 start, u64 end);
+/*
+ * Drop the cached pages of bytes [start, end] (inclusive; a partial first page is zeroed past
+ * @start and kept). Whole pages go with any delalloc they still carry. Caller holds io_mutex and
+ * has written the range back.
+ */
+void ubt_drop_cached_range(struct ubt_inode_state *st, u64 start, u64 end);
 int ubt_inode_state_take_error(struct ubt_inode_state *st);
 /*
  * For direct.c, the buffered path's own pieces: allocate / give back a data extent (short

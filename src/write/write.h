@@ -97,6 +97,8 @@ void *ubt_write_mmap(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino
 		     size_t len);
 int ubt_write_msync(struct ubt_fs_info *fs_info, const void *owner, void *addr, size_t len, int refuse);
 int ubt_write_munmap(struct ubt_fs_info *fs_info, const void *owner, void *addr, int refuse);
+/* Unmap (hand back and free) every mapping @owner still has: a file handle's close. */
+int ubt_write_munmap_all(struct ubt_fs_info *fs_info, const void *owner, int refuse);
 
 /*
  * Direct IO (direct.c). ubt_write_direct: sector-aligned writes of a COW file bypass the cache

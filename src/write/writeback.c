@@ -1072,8 +1072,25 @@ struct ubt_inode_state *ubt_write_prepare_change(struct ubt_fs_info *fs_info, st
 	ubt_writeback_range(st, 0, (u64)-1);
 	ubt_wait_ordered_range(st, 0, (u64)-1);
 	if (drop_start <= drop_end)
-		ubt_truncate_inode_pages_range(st->mapping, drop_start, drop_end);
+		ubt_drop_cached_range(st, drop_start, drop_end);
 	return st;
+}
+
+void ubt_drop_cached_range(struct ubt_inode_state *st, u64 start, u64 end)
+{
+	u64 lo = ALIGN_DOWN(start, PS), hi = end == (u64)-1 ? (u64)-1 : ALIGN_UP(end + 1, PS) - 1;
+	u64 full_lo = ALIGN_UP(start, PS), full_hi = end == (u64)-1 ? (u64)-1 : ALIGN_DOWN(end + 1, PS) - 1;
+
+	/*
+	 * Under the extent lock nobody (a fixup, a writeback) sets up these pages meanwhile; what is
+	 * still delalloc on the pages that go entirely was dirtied since the caller's writeback and is
+	 * discarded with them (its reservation goes back), so no delalloc is ever left without a page.
+	 */
+	ubt_lock_extent(&st->io_tree, lo, hi, NULL);
+	if (full_lo <= full_hi)
+		ubt_clear_extent_bit(&st->io_tree, full_lo, full_hi, UBT_EXTENT_DELALLOC, NULL);
+	ubt_truncate_inode_pages_range(st->mapping, start, end);
+	ubt_unlock_extent(&st->io_tree, lo, hi, NULL);
 }
 
 void ubt_write_finish_change(struct ubt_inode_state *st, struct ubt_root *root, u64 ino)
