@@ -336,7 +336,7 @@ int ubt_inode_del_ref(struct ubt_trans_handle *h, struct ubt_root *root, u64 ino
 		      size_t len, u64 *index)
 {
 	struct ubt_key key = { .objectid = ino, .type = BTRFS_INODE_REF_KEY, .offset = parent };
-	u32 off, elen;
+	u32 off = 0, elen = 0;
 	int ret;
 
 	ret = find_ref(root, ino, &key, parent, name, len, &off, &elen, index);

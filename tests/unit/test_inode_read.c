@@ -58,7 +58,7 @@ static u64 rng(void)
 
 static void write_file(const char *rel, const void *data, size_t len)
 {
-	char path[512];
+	char path[2048];
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s", srcdir, rel);
@@ -261,7 +261,7 @@ static void check_file_data(struct ubt_root *root, const char *path, const u8 *e
 static void check_src_file(struct ubt_root *root, const char *rel, const char *src_rel)
 {
 	char path[512];
-	size_t len;
+	size_t len = 0;
 	u8 *data;
 
 	snprintf(path, sizeof(path), "%s/%s", srcdir, src_rel ? src_rel : rel);
@@ -480,7 +480,7 @@ static void test_corruption(void **state)
 	struct opened o;
 	struct btrfs_inode_item ii;
 	char path[512];
-	size_t len;
+	size_t len = 0;
 	u8 *expect, *buf = malloc(BIG_SIZE);
 	u64 ino;
 
@@ -529,7 +529,7 @@ static void test_kernel_image(void **state)
 	struct opened o;
 	struct btrfs_inode_item ii;
 	char path[512];
-	size_t len, clen;
+	size_t len = 0, clen = 0;
 	u8 *big, *comp, *zeros;
 	u64 ino;
 
