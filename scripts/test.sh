@@ -89,6 +89,11 @@ if [[ $asan -eq 1 ]]; then
 		# Leak checking where LSan can run (it cannot under ptrace, e.g. strace/gdb).
 		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1}"
 		export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+		# The sanitizers cost 2-4x: the normal run does the full-size workloads, this one
+		# runs every test on smaller ones (unless --soak).
+		if [[ -z $soak ]]; then
+			export UBT_FSX_OPS=${UBT_FSX_OPS:-20000} UBT_SNAPSHOT_FILES=${UBT_SNAPSHOT_FILES:-5000}
+		fi
 		run_ctest build-asan asan
 	else
 		summary+=("[asan] BUILD FAILED (see $logdir/build-asan.build.log)")

@@ -18,7 +18,7 @@ rw_init snapshot-cow
 
 SEED=${UBT_RW_SEED:-1}
 HERE=$(dirname "$0")
-FILES=20000 OPS=1500
+FILES=${UBT_SNAPSHOT_FILES:-20000} OPS=1500
 if [[ -n ${UBT_SOAK:-} ]]; then FILES=100000 OPS=10000; fi
 IMG=$RW_TMP/img
 MNT=$RW_TMP/mnt
