@@ -37,30 +37,6 @@ static u64 items_for(u64 bytes)
 	return 3 + bytes / (1 << 20);
 }
 
-/*
- * Write back [start, end] of @st and wait for its ordered extents, until nothing dirty is left
- * there (bounded rounds; @fixups: let the fixup worker set up out-of-band pages in between — never
- * with the io lock held). Returns true when the range is clean.
- */
-static bool flush_range(struct ubt_inode_state *st, u64 start, u64 end, bool fixups)
-{
-	for (int round = 0; round < 4; round++) {
-		struct ubt_page *page = NULL;
-		bool dirty;
-
-		ubt_writeback_range(st, start, end);
-		if (fixups)
-			ubt_wq_flush(st->wi->fixup_wq);
-		ubt_wait_ordered_range(st, start, end);
-		dirty = !ubt_mapping_next_dirty(st->mapping, start / PS, &page) && page->index * PS <= end;
-		if (page)
-			ubt_put_page(page);
-		if (!dirty)
-			return true;
-	}
-	return false;
-}
-
 /* ---- writes ---- */
 
 /* A new ordered extent for file range [pos, pos + *n) on a freshly allocated extent (*n may shrink). */
@@ -233,7 +209,7 @@ ssize_t ubt_write_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64
 		return -ENOMEM;
 	/* Cached data of the range goes to disk first, fixups included (not under the io lock). */
 	if (!append)
-		flush_range(st, off, off + len - 1, true);
+		ubt_settle_range(st, off, off + len - 1, false);
 	pthread_mutex_lock(&st->io_mutex);
 	pthread_mutex_lock(&st->lock);
 	i_size = st->i_size;
@@ -337,7 +313,7 @@ ssize_t ubt_read_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 
 	st = ubt_inode_state_find(fs_info, root, ino);
 	/* Dirty cached data of the range reaches the disk first (filemap_write_and_wait_range). */
 	if (st)
-		clean = flush_range(st, off, off + len - 1, true);
+		clean = ubt_settle_range(st, off, off + len - 1, false);
 	ubt_tree_read_lock(fs_info);
 	ret = ubt_inode_read(root, ino, &ii);
 	if (ret)

@@ -89,10 +89,14 @@ struct ubt_inode_state *ubt_inode_state_get(struct ubt_fs_info *fs_info, struct 
 	struct ubt_write_info *wi = ubt_wi(fs_info);
 	struct ubt_inode_state *st = ubt_inode_state_find(fs_info, root, ino), *other;
 	struct btrfs_inode_item ii;
+	int ret;
 
 	if (st || !wi)
 		return st;
-	if (ubt_inode_read(root, ino, &ii))
+	ubt_tree_read_lock(fs_info); /* a transaction may be changing the tree right now */
+	ret = ubt_inode_read(root, ino, &ii);
+	ubt_tree_read_unlock(fs_info);
+	if (ret)
 		return NULL;
 	st = calloc(1, sizeof(*st));
 	if (!st)
@@ -198,31 +202,14 @@ int ubt_inode_state_take_error(struct ubt_inode_state *st)
 }
 
 /*
- * Write back [start, end] of @st and wait, until nothing dirty is left there: pages the fixup
- * worker set up go out on the next round. Bounded, so a page dirtied again and again cannot hold
- * a flush forever.
+ * Write back [start, end] of @st and wait until it is clean (see ubt_settle_range). A page that
+ * is dirtied again and again does not hold a flush forever; write errors are reported by the
+ * caller through the file's error state.
  */
 static int flush_state(struct ubt_inode_state *st, u64 start, u64 end)
 {
-	int ret = 0;
-
-	for (int round = 0; round < 4; round++) {
-		struct ubt_page *page = NULL;
-		bool dirty;
-		int r = ubt_writeback_range(st, start, end);
-
-		if (r && !ret)
-			ret = r;
-		ubt_wq_flush(st->wi->fixup_wq);
-		ubt_wait_ordered_range(st, start, end);
-		dirty = !ubt_mapping_next_dirty(st->mapping, start / UBT_PAGE_SIZE, &page) &&
-			page->index * (u64)UBT_PAGE_SIZE <= end;
-		if (page)
-			ubt_put_page(page);
-		if (!dirty)
-			break;
-	}
-	return ret;
+	ubt_settle_range(st, start, end, false);
+	return 0;
 }
 
 int ubt_write_flush_range(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, u64 start, u64 end)
@@ -394,6 +381,14 @@ void ubt_write_exit(struct ubt_fs_info *fs_info)
 	for (st = wi->inodes; st; st = next) {
 		next = st->next;
 		state_free(st);
+	}
+	{
+		struct ubt_page_cache_stats cs;
+
+		ubt_page_cache_get_stats(wi->cache, &cs);
+		if (cs.nr_pages)
+			ubt_err("unmount: %llu cached pages are still referenced (a reference leak)",
+				(unsigned long long)cs.nr_pages);
 	}
 	ubt_page_cache_destroy(wi->cache);
 	fs_info->write_info = NULL;

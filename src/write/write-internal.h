@@ -116,6 +116,12 @@ void ubt_wait_ordered_range(struct ubt_inode_state *st, u64 start, u64 end);
  * has written the range back.
  */
 void ubt_drop_cached_range(struct ubt_inode_state *st, u64 start, u64 end);
+/*
+ * Write back [start, end] and wait, round after round, until no dirty page is left there: pages
+ * dirtied behind the write path are set up (synchronously when the caller holds io_mutex,
+ * @io_locked, else by the fixup pool) and written too. Returns true when the range is clean.
+ */
+bool ubt_settle_range(struct ubt_inode_state *st, u64 start, u64 end, bool io_locked);
 int ubt_inode_state_take_error(struct ubt_inode_state *st);
 /*
  * For direct.c, the buffered path's own pieces: allocate / give back a data extent (short

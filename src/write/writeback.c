@@ -14,6 +14,7 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "../alloc/alloc.h"
 #include "../codec/compress.h"
@@ -1063,17 +1064,39 @@ struct ubt_inode_state *ubt_write_prepare_change(struct ubt_fs_info *fs_info, st
 	if (!st)
 		return NULL;
 	pthread_mutex_lock(&st->io_mutex);
-	ubt_writeback_range(st, 0, (u64)-1);
-	/*
-	 * Pages dirtied behind the write path's back were refused (CHECKED): set them up here, not
-	 * waiting for the fixup pool, and write them too — none may be dropped unwritten below.
-	 */
-	ubt_fixup_range(st, 0, (u64)-1);
-	ubt_writeback_range(st, 0, (u64)-1);
-	ubt_wait_ordered_range(st, 0, (u64)-1);
+	ubt_settle_range(st, 0, (u64)-1, true);
 	if (drop_start <= drop_end)
 		ubt_drop_cached_range(st, drop_start, drop_end);
 	return st;
+}
+
+bool ubt_settle_range(struct ubt_inode_state *st, u64 start, u64 end, bool io_locked)
+{
+	for (int round = 0; round < 200; round++) {
+		struct ubt_page *page = NULL;
+		bool dirty;
+
+		ubt_writeback_range(st, start, end);
+		/*
+		 * Pages dirtied behind the write path's back were refused (CHECKED): with the io lock
+		 * held, set them up here; without it, let the fixup pool do it. Then write them too.
+		 */
+		if (io_locked)
+			ubt_fixup_range(st, start, end);
+		else
+			ubt_wq_flush(st->wi->fixup_wq);
+		ubt_writeback_range(st, start, end);
+		ubt_wait_ordered_range(st, start, end);
+		dirty = !ubt_mapping_next_dirty(st->mapping, start / PS, &page) && page->index * PS <= end;
+		if (page)
+			ubt_put_page(page);
+		if (!dirty)
+			return true;
+		/* A page another writeback holds the range of was skipped: let that one finish. */
+		if (round >= 2)
+			usleep(1000);
+	}
+	return false;
 }
 
 void ubt_drop_cached_range(struct ubt_inode_state *st, u64 start, u64 end)
