@@ -81,6 +81,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_DONT_MASK | FUSE_CAP_HANDLE_KILLPRIV |
 			FUSE_CAP_POSIX_ACL);
 	/*
+	 * -o acl: the kernel checks access ACLs too (with default_permissions) and keeps the mode in
+	 * step when an ACL is set; the ACL xattrs are stored as btrfs stores them (acl.c).
+	 */
+	if (((struct ubtf_ctx *)userdata)->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	/*
 	 * Fewer, larger requests: writes of up to 1 MiB (the kernel then negotiates max_pages) and
 	 * 1 MiB of readahead, instead of 128 KiB each.
 	 */

@@ -330,6 +330,7 @@ int ubtf_cmd_mount(int argc, char **argv)
 	ctx.attr_timeout = a.attr_timeout;
 	ctx.negative_timeout = a.negative_timeout;
 	ctx.rdonly = a.ro;
+	ctx.acl = a.acl;
 	ctx.debug = a.debug;
 	/* Validates the FUSE options; opens nothing yet. */
 	se = fuse_session_new(&args, &ubtf_ops, sizeof(ubtf_ops), &ctx);

@@ -46,6 +46,7 @@ void ubtf_mount_usage(FILE *out)
 		"     allow_other        let other users see the mount (needs user_allow_other\n"
 		"                        in /etc/fuse.conf when not root)\n"
 		"     default_permissions  the kernel checks file modes (always on)\n"
+		"     acl                the kernel also enforces POSIX ACLs (noacl: the default)\n"
 		"     any other FUSE mount option (fsname=, nosuid, nodev, ...) is passed on\n");
 }
 
@@ -203,6 +204,10 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 	if (KEY("rw") && !val) {
 		a->rw = true;
 		a->ro = false;
+		return 0;
+	}
+	if ((KEY("acl") || KEY("noacl")) && !val) {
+		a->acl = KEY("acl");
 		return 0;
 	}
 	if (KEY("subvol")) {

@@ -29,6 +29,7 @@ struct ubtf_ctx {
 	double negative_timeout;/* seconds the kernel may cache a missing name */
 	bool rdonly;
 	bool debug;
+	bool acl;               /* -o acl: the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL) */
 	int unmount_ret;        /* result of ubt_unmount() in destroy */
 };
 
@@ -47,6 +48,7 @@ struct ubtf_mount_args {
 	bool debug;
 	bool ro;
 	bool rw;                /* "rw" given explicitly */
+	bool acl;               /* -o acl / noacl */
 	char *subvol;
 	uint64_t subvolid;
 	bool nologreplay;
