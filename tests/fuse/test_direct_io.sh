@@ -5,39 +5,17 @@
 # btrfs check --readonly, a remount and the kernel read the same bytes.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-for c in mkfs.btrfs btrfs dd cmp chattr; do
-	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
-done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs dd cmp chattr
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-dio.XXXXXX)
+ubt_tmpdir dio
 IMG=$T/img
 MNT=$T/mnt
 KMNT=$T/kmnt
 REF=$T/ref
-fail=0
 
-cleanup() {
-	local m
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-check() { # DESCRIPTION COMMAND...
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
 # ddboth ARGS...: the same dd into the mount and into the reference directory (of=NAME relative).
 ddboth() {
 	local of=$1 flags=$2
@@ -114,5 +92,4 @@ else
 	bad "kernel mount"
 fi
 
-[ $fail = 0 ] && echo "PASS" || echo "FAILED"
-exit $fail
+ubt_finish

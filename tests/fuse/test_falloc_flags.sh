@@ -6,39 +6,17 @@
 # the kernel reads the same bytes and flags.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-for c in mkfs.btrfs btrfs fallocate chattr lsattr cmp; do
-	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
-done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs fallocate chattr lsattr cmp
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-falloc.XXXXXX)
+ubt_tmpdir falloc
 IMG=$T/img
 MNT=$T/mnt
 KMNT=$T/kmnt
 REF=$T/ref
-fail=0
 
-cleanup() {
-	local m
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-check() { # DESCRIPTION COMMAND...
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
 attrs() { lsattr -d "$1" 2>/dev/null | awk '{ print $1 }'; }
 has_attr() { attrs "$1" | grep -q "$2"; }
 blocks() { stat -c %b "$1"; }
@@ -144,5 +122,4 @@ else
 	echo "SKIP: kernel comparison (no btrfs in the kernel)"
 fi
 
-[ $fail = 0 ] && echo "PASS" || echo "FAILED"
-exit $fail
+ubt_finish

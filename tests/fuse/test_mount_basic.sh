@@ -4,40 +4,19 @@
 # refuses writes, and `ubtrfs umount` returns only once the daemon has exited and freed the image.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
 if ! command -v mkfs.btrfs >/dev/null; then
 	echo "SKIP: needs mkfs.btrfs"
 	exit 0
 fi
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-fuse-basic.XXXXXX)
+ubt_tmpdir fuse-basic
 MNT=$T/mnt
-fail=0
 
-cleanup() {
-	local m
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 # The daemon serving DIR, ignoring zombies (this machine's init may not reap them).
-daemon_pid() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs mount .*$1( |\$)"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+daemon_pid() { ubt_live_pids "ubtrfs mount .*$1( |\$)"; }
 
 # --- the source tree ---
 SRC=$T/src
@@ -108,7 +87,7 @@ except OSError as e:
 
 # --- a waiting unmount ---
 if "$UBTRFS_BIN" umount "$MNT"; then ok "ubtrfs umount"; else bad "ubtrfs umount"; fi
-if [ -n "$PID" ] && alive "$PID"; then bad "daemon $PID still running after ubtrfs umount"; else ok "daemon gone when umount returned"; fi
+if [ -n "$PID" ] && ubt_pid_alive "$PID"; then bad "daemon $PID still running after ubtrfs umount"; else ok "daemon gone when umount returned"; fi
 flock -n -x "$T/img" true && ok "image lock released" || bad "image still locked"
 grep -q " $MNT " /proc/mounts && bad "still mounted" || ok "unmounted"
 [ -z "$(ls -A "$MNT")" ] && ok "mountpoint left empty" || bad "files left in the mountpoint"
@@ -130,5 +109,4 @@ umount "$MNT"
 "$UBTRFS_BIN" mount -o ro "$T/img" "$MNT" && ok "mount right after plain umount" || bad "mount right after plain umount"
 "$UBTRFS_BIN" umount "$MNT" || bad "final umount"
 
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

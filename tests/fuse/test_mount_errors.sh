@@ -5,45 +5,29 @@
 # share it, a holder that lets go within lock_timeout is waited for); CLI usage errors.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
 if ! command -v mkfs.btrfs >/dev/null; then
 	echo "SKIP: needs mkfs.btrfs"
 	exit 0
 fi
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-fuse-errors.XXXXXX)
+ubt_tmpdir fuse-errors
 MNT=$T/mnt
 MNT2=$T/mnt2
-fail=0
 PIDS=()
 
-cleanup() {
-	local m p
+ubt_teardown_pre() { # the mounts this test started in the background
+	local p
 	for p in "${PIDS[@]}"; do
 		pkill -P "$p" 2>/dev/null
 		kill "$p" 2>/dev/null
 	done
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	rm -rf "$T"
 }
-trap cleanup EXIT
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 # Live (non-zombie) ubtrfs processes whose command line mentions this test's directory.
-daemons() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs (mount|umount) .*$T"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
+daemons() { ubt_live_pids "ubtrfs (mount|umount) .*$T"; }
 mounted() { grep -q " $1 " /proc/mounts; }
 
 # expect_fail NAME STATUS PATTERN -- CMD...: CMD exits with STATUS, says PATTERN, leaves no daemon.
@@ -148,5 +132,4 @@ fi
 expect_fail "umount of an unmounted dir" 1 "failed|not mounted" -- "$UBTRFS_BIN" umount "$MNT"
 
 [ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

@@ -5,49 +5,31 @@
 # without starting a second daemon.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
 if ! command -v mkfs.btrfs >/dev/null; then
 	echo "SKIP: needs mkfs.btrfs"
 	exit 0
 fi
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+ubt_need_ubtrfs
 SRC_DIR=${UBT_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 HELPER_SRC=$SRC_DIR/scripts/mount.fuse.ubtrfs
 HELPER=/sbin/mount.fuse.ubtrfs
 [ -f "$HELPER_SRC" ] || { echo "FAIL: no helper at $HELPER_SRC"; exit 1; }
 export UBTRFS_BIN
 
-T=$(mktemp -d /tmp/ubtrfs-fuse-helper.XXXXXX)
+ubt_tmpdir fuse-helper
 MNT=$T/mnt
-fail=0
 installed=0
 
-cleanup() {
-	local m
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
+ubt_teardown_post() { # put back the helper we replaced
 	if [ "$installed" = 1 ]; then
 		rm -f "$HELPER"
 		[ -e "$T/helper.orig" ] && mv "$T/helper.orig" "$HELPER"
 	fi
-	rm -rf "$T"
 }
-trap cleanup EXIT
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-daemons() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs mount .*$T"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+daemons() { ubt_live_pids "ubtrfs mount .*$T"; }
 
 mkdir -p "$T/src/d" "$MNT"
 echo "via the helper" > "$T/src/d/f"
@@ -103,7 +85,7 @@ if mount -t fuse.ubtrfs -o ro "$T/img" "$MNT" 2>"$T/out"; then bad "double mount
 [ "$(daemons | wc -l)" = 1 ] || bad "daemons after double mount: $(daemons)"
 
 "$UBTRFS_BIN" umount "$MNT" && ok "ubtrfs umount" || bad "ubtrfs umount"
-if [ -n "$PID" ] && alive "$PID"; then bad "daemon still alive after umount"; else ok "daemon exited"; fi
+if [ -n "$PID" ] && ubt_pid_alive "$PID"; then bad "daemon still alive after umount"; else ok "daemon exited"; fi
 
 # An fstab-style mount by mountpoint only.
 echo "$T/img $MNT fuse.ubtrfs ro,noauto,nofail 0 0" > "$T/fstab"
@@ -112,5 +94,4 @@ if mount --fstab "$T/fstab" "$MNT" 2>"$T/out"; then ok "mount from an fstab line
 "$UBTRFS_BIN" umount "$MNT" || bad "umount after fstab mount"
 
 [ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

@@ -4,33 +4,18 @@
 # numbers that stay unique across subvolumes in one mount.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
 if ! command -v mkfs.btrfs >/dev/null || ! command -v btrfs >/dev/null; then
 	echo "SKIP: needs btrfs-progs"
 	exit 0
 fi
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-fuse-subvol.XXXXXX)
+ubt_tmpdir fuse-subvol
 MNT=$T/mnt
 KMNT=$T/kmnt
-fail=0
 
-cleanup() {
-	local m
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 
 mkdir -p "$MNT" "$KMNT"
 truncate -s 256M "$T/img"
@@ -83,5 +68,4 @@ else
 	ok "subvol= with subvolid= refused"
 fi
 
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

@@ -7,64 +7,22 @@
 # in the image file.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-for c in mkfs.btrfs btrfs losetup python3 fusermount3; do
-	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
-done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs losetup python3 fusermount3
+ubt_need_ubtrfs
 MANIFEST=${UBT_TOOLS_DIR:-${UBT_BUILD_DIR:-.}/tests}/manifest
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
 [ -x "$MANIFEST" ] || { echo "FAIL: no manifest tool at $MANIFEST"; exit 1; }
 
-T=$(mktemp -d /tmp/ubtrfs-rw-durability.XXXXXX)
+ubt_tmpdir rw-durability
 IMG=$T/img
 MNT=$T/mnt
 KMNT=$T/kmnt
-fail=0
-LOOPS=()
 
-cleanup() {
-	local m p l
-	for p in $(daemons); do
-		kill "$p" 2>/dev/null
-	done
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
+ubt_teardown_pre() { ubt_kill $(daemons); } # the daemons of this test's mounts
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-daemons() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs mount .*$T/"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-wait_gone() { # PID: wait up to 60 s for it to exit
-	local i
-	for i in $(seq 1 1200); do
-		alive "$1" || return 0
-		sleep 0.05
-	done
-	return 1
-}
-fuse_mount() { # IMG DIR [OPTS]
-	if "$UBTRFS_BIN" mount ${3:+-o "$3"} "$1" "$2" >"$T/mount.out" 2>&1; then
-		return 0
-	fi
-	bad "ubtrfs mount ${3:+-o $3 }$1: $(cat "$T/mount.out")"
-	return 1
-}
+daemons() { ubt_live_pids "ubtrfs mount .*$T/"; }
+wait_gone() { ubt_wait_until 60 ubt_pids_gone "$1"; } # PID: wait up to 60 s for it to exit
 # kernel_check IMG EXPECTED-MANIFEST WHAT: btrfs check passes and the kernel shows the manifest.
 kernel_check() {
 	local img=$1 want=$2 what=$3 l
@@ -74,7 +32,7 @@ kernel_check() {
 		bad "$what: btrfs check --readonly:"; tail -n 20 "$T/check.out"
 	fi
 	l=$(losetup -f --show "$img") || { bad "losetup"; return; }
-	LOOPS+=("$l")
+	UBT_LOOPS+=("$l")
 	if mount -t btrfs -o ro "$l" "$KMNT"; then
 		"$MANIFEST" dir "$KMNT" >"$T/m.kernel" 2>&1 || bad "$what: manifest through the kernel"
 		umount "$KMNT"
@@ -104,7 +62,7 @@ truncate -s 512M "$IMG"
 mkfs.btrfs -q -f "$IMG" >"$T/mkfs.out" 2>&1 || { cat "$T/mkfs.out"; echo "FAIL: mkfs.btrfs"; exit 1; }
 
 # 1. ubtrfs umount: returns once the daemon has committed and exited.
-if fuse_mount "$IMG" "$MNT"; then
+if ubt_fuse_mount "$IMG" "$MNT"; then
 	workload one
 	"$UBTRFS_BIN" umount "$MNT" || bad "ubtrfs umount"
 	[ -z "$(daemons)" ] && ok "ubtrfs umount waited for the daemon" || bad "daemon alive after ubtrfs umount"
@@ -113,7 +71,7 @@ fi
 
 # 2. umount(8), 3. fusermount3 -u, 4. SIGTERM: wait for the daemon, then the image is whole.
 for how in umount fusermount sigterm; do
-	fuse_mount "$IMG" "$MNT" || continue
+	ubt_fuse_mount "$IMG" "$MNT" || continue
 	pid=$(daemons)
 	workload "$how"
 	case $how in
@@ -141,7 +99,7 @@ snapshot_check() { # WHAT FILE CONTENT-FILE: a copy of the image, taken now, has
 		bad "$what: btrfs check of the copy:"; tail -n 20 "$T/check.out"
 	fi
 	l=$(losetup -f --show "$T/copy.img") || { bad "losetup"; return; }
-	LOOPS+=("$l")
+	UBT_LOOPS+=("$l")
 	if mount -t btrfs -o ro "$l" "$KMNT"; then
 		cmp -s "$want" "$KMNT/$file" && ok "$what: the data is in the image" || bad "$what: $file missing or different in the copy"
 		umount "$KMNT"
@@ -152,7 +110,7 @@ snapshot_check() { # WHAT FILE CONTENT-FILE: a copy of the image, taken now, has
 	rm -f "$T/copy.img"
 }
 head -c 300000 /dev/urandom >"$T/payload"
-if fuse_mount "$IMG" "$MNT" commit=2; then
+if ubt_fuse_mount "$IMG" "$MNT" commit=2; then
 	python3 -c 'import os,sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
 os.write(fd, open(sys.argv[2], "rb").read())
@@ -169,5 +127,4 @@ os.close(fd)' "$MNT/fsynced" "$T/payload"
 fi
 
 [ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

@@ -6,65 +6,21 @@
 # reports ENOSPC to the writer ("No space left on device"), stays usable, and passes btrfs check.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-for c in mkfs.btrfs btrfs losetup; do
-	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
-done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs losetup
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-rw-errors.XXXXXX)
+ubt_tmpdir rw-errors
 IMG=$T/img
 MNT=$T/mnt
 MNT2=$T/mnt2
 KMNT=$T/kmnt
-fail=0
-LOOPS=()
 
-cleanup() {
-	local m p l
-	for p in $(daemons); do
-		kill "$p" 2>/dev/null
-	done
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
+ubt_teardown_pre() { ubt_kill $(daemons); } # the daemons of this test's mounts
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-daemons() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs mount .*$T/"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
+daemons() { ubt_live_pids "ubtrfs mount .*$T/"; }
 mounted() { grep -q " $1 " /proc/mounts; }
-fuse_mount() { # IMG DIR [OPTS]
-	if "$UBTRFS_BIN" mount ${3:+-o "$3"} "$1" "$2" >"$T/mount.out" 2>&1; then
-		return 0
-	fi
-	bad "ubtrfs mount ${3:+-o $3 }$1: $(cat "$T/mount.out")"
-	return 1
-}
-fuse_umount() {
-	"$UBTRFS_BIN" umount "$1" >"$T/umount.out" 2>&1 || bad "ubtrfs umount $1: $(cat "$T/umount.out")"
-}
-check_image() { # IMG WHAT
-	if btrfs check --readonly "$1" >"$T/check.out" 2>&1; then
-		ok "btrfs check --readonly ($2)"
-	else
-		bad "btrfs check --readonly ($2):"; tail -n 20 "$T/check.out"
-	fi
-}
 # refused NAME STATUS PATTERN -- CMD...: CMD exits STATUS saying PATTERN; nothing new mounted on $MNT2.
 refused() {
 	local name=$1 want=$2 pat=$3 rc n
@@ -99,24 +55,24 @@ refused "commit=-1" 2 "commit=-1" -- "$UBTRFS_BIN" mount -o commit=-1 "$IMG" "$M
 "$UBTRFS_BIN" help mount | grep -q 'compress-force' && ok "help mount lists compress-force" || bad "help mount"
 
 # --- a rw mount is exclusive ---
-if fuse_mount "$IMG" "$MNT"; then
+if ubt_fuse_mount "$IMG" "$MNT"; then
 	echo data >"$MNT/f"
 	refused "ro mount while a rw daemon holds the image" 1 "in use" -- "$UBTRFS_BIN" mount -o ro,lock_timeout=1 "$IMG" "$MNT2"
 	refused "rw mount while a rw daemon holds the image" 1 "in use" -- "$UBTRFS_BIN" mount -o lock_timeout=1 "$IMG" "$MNT2"
 	[ "$(cat "$MNT/f")" = data ] && ok "the first mount is undisturbed" || bad "first mount broken"
-	fuse_umount "$MNT"
+	ubt_fuse_umount "$MNT"
 fi
 # ... and ro mounts keep a rw one out.
-if fuse_mount "$IMG" "$MNT" ro; then
+if ubt_fuse_mount "$IMG" "$MNT" ro; then
 	refused "rw mount while a ro daemon holds the image" 1 "in use" -- "$UBTRFS_BIN" mount -o lock_timeout=1 "$IMG" "$MNT2"
-	fuse_umount "$MNT"
+	ubt_fuse_umount "$MNT"
 fi
 # A rw mount right after `ubtrfs umount` of another one works (the lock is free).
-fuse_mount "$IMG" "$MNT" && { [ "$(cat "$MNT/f")" = data ] && ok "rw remount after umount" || bad "data after remount"; fuse_umount "$MNT"; }
+ubt_fuse_mount "$IMG" "$MNT" && { [ "$(cat "$MNT/f")" = data ] && ok "rw remount after umount" || bad "data after remount"; ubt_fuse_umount "$MNT"; }
 
 # --- -o ro changes nothing ---
 sum=$(md5sum <"$IMG")
-if fuse_mount "$IMG" "$MNT" ro; then
+if ubt_fuse_mount "$IMG" "$MNT" ro; then
 	grep -q " $MNT fuse.ubtrfs ro," /proc/mounts && ok "ro in /proc/mounts" || bad "ro mount not ro in /proc/mounts"
 	for op in "echo x >'$MNT/new'" "echo x >>'$MNT/f'" "mkdir '$MNT/d'" "rm '$MNT/f'" "mv '$MNT/f' '$MNT/g'" \
 		"touch '$MNT/f'" "chmod 600 '$MNT/f'" "ln -s f '$MNT/l'" "setfattr -n user.x -v y '$MNT/f'" "truncate -s 0 '$MNT/f'"; do
@@ -127,21 +83,21 @@ if fuse_mount "$IMG" "$MNT" ro; then
 		fi
 	done
 	ok "ro mount refuses changes with EROFS"
-	fuse_umount "$MNT"
+	ubt_fuse_umount "$MNT"
 	[ "$(md5sum <"$IMG")" = "$sum" ] && ok "the image is byte-for-byte unchanged after a ro mount" || bad "a ro mount changed the image"
 fi
 
 # --- compression ---
 yes 'compressible text for the codec' | head -c 3000000 >"$T/text"
 for opt in compress=zlib compress=lzo compress=zstd:3 compress-force=zstd; do
-	fuse_mount "$IMG" "$MNT" "$opt" || continue
+	ubt_fuse_mount "$IMG" "$MNT" "$opt" || continue
 	name=${opt//[=:]/_}
 	cp "$T/text" "$MNT/$name"
 	cmp -s "$T/text" "$MNT/$name" || bad "$opt: read back through ubtrfs differs"
-	fuse_umount "$MNT"
+	ubt_fuse_umount "$MNT"
 done
-check_image "$IMG" "after compressed writes"
-l=$(losetup -f --show "$IMG") && LOOPS+=("$l")
+ubt_check_image "$IMG" "after compressed writes"
+l=$(losetup -f --show "$IMG") && UBT_LOOPS+=("$l")
 if mount -t btrfs -o ro "$l" "$KMNT"; then
 	for opt in compress=zlib compress=lzo compress=zstd:3 compress-force=zstd; do
 		name=${opt//[=:]/_}
@@ -160,7 +116,7 @@ n=$(btrfs inspect-internal dump-tree -t 5 "$IMG" 2>/dev/null | grep -c "compress
 SMALL=$T/small
 truncate -s 128M "$SMALL"
 mkfs.btrfs -q -f "$SMALL" >"$T/mkfs.out" 2>&1 || { cat "$T/mkfs.out"; bad "mkfs of the small image"; }
-if fuse_mount "$SMALL" "$MNT"; then
+if ubt_fuse_mount "$SMALL" "$MNT"; then
 	echo keep >"$MNT/keep"
 	dd if=/dev/urandom of="$MNT/fill" bs=1M count=400 status=none 2>"$T/dd.err"
 	rc=$?
@@ -176,9 +132,9 @@ if fuse_mount "$SMALL" "$MNT"; then
 	sync "$MNT" # fsync of a directory: a commit, which releases the freed extents
 	head -c 5000000 /dev/urandom >"$T/after"
 	cp "$T/after" "$MNT/after" && cmp -s "$T/after" "$MNT/after" && ok "space is usable again after rm" || bad "write after freeing space"
-	fuse_umount "$MNT"
-	check_image "$SMALL" "after ENOSPC"
-	l=$(losetup -f --show "$SMALL") && LOOPS+=("$l")
+	ubt_fuse_umount "$MNT"
+	ubt_check_image "$SMALL" "after ENOSPC"
+	l=$(losetup -f --show "$SMALL") && UBT_LOOPS+=("$l")
 	if mount -t btrfs -o ro "$l" "$KMNT"; then
 		[ "$(cat "$KMNT/keep")" = keep ] && cmp -s "$T/after" "$KMNT/after" && ok "the kernel reads the small image" || bad "kernel read of the small image"
 		umount "$KMNT"
@@ -189,5 +145,4 @@ if fuse_mount "$SMALL" "$MNT"; then
 fi
 
 [ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish

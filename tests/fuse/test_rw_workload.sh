@@ -8,67 +8,31 @@
 # reads back.
 set -u
 
-if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-for c in mkfs.btrfs btrfs losetup setfattr getfattr python3; do
-	command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
-done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs losetup setfattr getfattr python3
+ubt_need_ubtrfs
 MANIFEST=${UBT_TOOLS_DIR:-${UBT_BUILD_DIR:-.}/tests}/manifest
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
 [ -x "$MANIFEST" ] || { echo "FAIL: no manifest tool at $MANIFEST"; exit 1; }
 
-T=$(mktemp -d /tmp/ubtrfs-rw-workload.XXXXXX)
+ubt_tmpdir rw-workload
 chmod 0755 "$T" # other users take part in the workload
 IMG=$T/img
 MNT=$T/mnt
 KMNT=$T/kmnt
 SRC=$T/src
-fail=0
-LOOPS=()
 
-cleanup() {
-	local m p l
-	for p in $(daemons); do
-		kill "$p" 2>/dev/null
-	done
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount -l "$m" 2>/dev/null
-	done
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
+ubt_teardown_pre() { ubt_kill $(daemons); } # the daemons of this test's mounts
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 # Live ubtrfs daemons serving a mountpoint of this test (zombies ignored).
-daemons() {
-	local p
-	for p in $(pgrep -f -- "ubtrfs mount .*$T/"); do
-		[ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
-	done
-}
-fuse_mount() { # IMG DIR [OPTS]
-	if "$UBTRFS_BIN" mount ${3:+-o "$3"} "$1" "$2" >"$T/mount.out" 2>&1; then
-		return 0
-	fi
-	bad "ubtrfs mount ${3:+-o $3 }$1: $(cat "$T/mount.out")"
-	return 1
-}
+daemons() { ubt_live_pids "ubtrfs mount .*$T/"; }
 fuse_umount() {
-	"$UBTRFS_BIN" umount "$1" >"$T/umount.out" 2>&1 || bad "ubtrfs umount $1: $(cat "$T/umount.out")"
+	ubt_fuse_umount "$1"
 	[ -z "$(daemons)" ] || bad "daemon still running after ubtrfs umount: $(daemons)"
 }
 kernel_mount() { # IMG DIR OPTS
-	local l
-	l=$(losetup -f --show "$1") || { bad "losetup $1"; return 1; }
-	LOOPS+=("$l")
-	mount -t btrfs -o "$3" "$l" "$2" || { bad "kernel mount -o $3 of $1"; return 1; }
+	ubt_attach "$1" || { bad "losetup $1"; return 1; }
+	mount -t btrfs -o "$3" "$UBT_LOOP" "$2" || { bad "kernel mount -o $3 of $1"; return 1; }
 }
 kernel_umount() {
 	local l
@@ -76,13 +40,7 @@ kernel_umount() {
 	umount "$1" || bad "kernel umount $1"
 	[ -n "$l" ] && losetup -d "$l" 2>/dev/null
 }
-check_image() {
-	if btrfs check --readonly "$IMG" >"$T/check.out" 2>&1; then
-		ok "btrfs check --readonly ($1)"
-	else
-		bad "btrfs check --readonly ($1):"; tail -n 30 "$T/check.out"
-	fi
-}
+check_image() { ubt_check_image "$IMG" "$1" 30; } # WHAT
 manifest() { # DIR OUT
 	"$MANIFEST" dir "$1" >"$2" 2>"$2.err" || bad "manifest of $1: $(cat "$2.err")"
 }
@@ -139,7 +97,7 @@ truncate -s 512M "$IMG"
 mkfs.btrfs -q -f "$IMG" >"$T/mkfs.out" 2>&1 || { cat "$T/mkfs.out"; echo "FAIL: mkfs.btrfs"; exit 1; }
 
 # === ubtrfs writes (allow_other: other users take part below) ===
-fuse_mount "$IMG" "$MNT" allow_other || { echo "FAILED"; exit 1; }
+ubt_fuse_mount "$IMG" "$MNT" allow_other || { echo "FAILED"; exit 1; }
 grep -q " $MNT fuse.ubtrfs rw," /proc/mounts && ok "mounted read-write by default" || bad "not rw in /proc/mounts: $(grep " $MNT " /proc/mounts)"
 [ "$(daemons | wc -l)" = 1 ] || bad "expected one daemon, have: $(daemons)"
 
@@ -339,7 +297,7 @@ fuse_umount "$MNT"
 check_image "after the ubtrfs workload"
 
 # A fresh ubtrfs mount and the kernel see the same tree.
-fuse_mount "$IMG" "$MNT" ro && { manifest "$MNT" "$T/m.fuse-ro"; fuse_umount "$MNT"; }
+ubt_fuse_mount "$IMG" "$MNT" ro && { manifest "$MNT" "$T/m.fuse-ro"; fuse_umount "$MNT"; }
 same_manifest "$T/m.fuse" "$T/m.fuse-ro" "a new read-only ubtrfs mount shows what was written"
 kernel_mount "$IMG" "$KMNT" ro && { manifest "$KMNT" "$T/m.kernel"; kernel_umount "$KMNT"; }
 same_manifest "$T/m.fuse" "$T/m.kernel" "the kernel shows what ubtrfs wrote"
@@ -358,7 +316,7 @@ if kernel_mount "$IMG" "$KMNT" rw; then
 	kernel_umount "$KMNT"
 fi
 check_image "after the kernel's changes"
-if fuse_mount "$IMG" "$MNT"; then
+if ubt_fuse_mount "$IMG" "$MNT"; then
 	manifest "$MNT" "$T/m.f1"
 	same_manifest "$T/m.k1" "$T/m.f1" "ubtrfs shows what the kernel wrote"
 	echo "ubtrfs again" >>"$MNT/k/kdata"
@@ -379,5 +337,4 @@ kernel_mount "$IMG" "$KMNT" ro && { manifest "$KMNT" "$T/m.k2"; kernel_umount "$
 same_manifest "$T/m.f2" "$T/m.k2" "the kernel reads back ubtrfs's changes to its files"
 
 [ -z "$(daemons)" ] || bad "daemons left at the end: $(daemons)"
-[ "$fail" = 0 ] && echo "PASS" || echo "FAILED"
-exit "$fail"
+ubt_finish
