@@ -37,8 +37,8 @@
 #   ubt_wait_until SECS CMD... poll CMD every 50 ms until it succeeds; 1 if SECS pass first
 #
 # Loop devices and mounts
-#   ubt_attach IMG [-r]        losetup -f --show IMG into UBT_LOOP, recorded in UBT_LOOPS (not
-#                              in a $(...) subshell: the record would be lost); 1 on failure
+#   ubt_attach IMG [-r]        losetup -f --show IMG into UBT_LOOP, recorded in UBT_LOOPS ("" and
+#                              1 on failure; not in a $(...) subshell: the record would be lost)
 #   ubt_detach LOOP            losetup -d LOOP (errors ignored) and forget it
 #   ubt_fuse_mount IMG DIR [OPTS]  `ubtrfs mount [-o OPTS] IMG DIR`; bad + 1 with its output on failure
 #   ubt_fuse_umount DIR        `ubtrfs umount DIR`; bad with its output on failure
@@ -170,6 +170,7 @@ ubt_teardown() {
 # ---- loop devices and mounts ----------------------------------------------------------------
 
 ubt_attach() {
+	UBT_LOOP=""
 	UBT_LOOP=$(losetup -f --show ${2:+"$2"} "$1") || return 1
 	UBT_LOOPS+=("$UBT_LOOP")
 }

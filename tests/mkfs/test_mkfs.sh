@@ -6,6 +6,7 @@
 # equal to mkfs.btrfs', and the refusals (existing filesystem without -f, bad options).
 set -u
 
+source "$(dirname "$0")/../lib/common.sh"
 if [ "$(id -u)" != 0 ]; then
 	echo "SKIP: needs root"
 	exit 0
@@ -13,32 +14,15 @@ fi
 for p in btrfs losetup mount; do
 	command -v $p >/dev/null || { echo "SKIP: needs $p"; exit 0; }
 done
-UBTRFS_BIN=${UBTRFS_BIN:-${UBT_BUILD_DIR:-.}/ubtrfs}
-[ -x "$UBTRFS_BIN" ] || { echo "FAIL: no ubtrfs program at $UBTRFS_BIN"; exit 1; }
+ubt_need_ubtrfs
 
-T=$(mktemp -d /tmp/ubtrfs-mkfs.XXXXXX)
+UBT_TEARDOWN_GENTLE=1 # a plain umount of the kernel's mounts first
+ubt_tmpdir mkfs
 MNT=$T/mnt
 mkdir -p "$MNT"
-LOOPS=()
-fail=0
-
-cleanup() {
-	local m l
-	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r); do
-		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-	done
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 
 mkfs() { "$UBTRFS_BIN" mkfs "$@" > "$T/mkfs.log" 2>&1; }
-check() { # IMAGE WHAT
+check() { # IMAGE WHAT (not common.sh's check: this one runs btrfs check)
 	if btrfs check --readonly "$1" > "$T/check.log" 2>&1; then
 		ok "btrfs check: $2"
 	else
@@ -48,28 +32,15 @@ check() { # IMAGE WHAT
 }
 super() { btrfs inspect-internal dump-super "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
 
-attach() { # IMAGE -> prints loop device, remembered for cleanup
-	local l
-	l=$(losetup -f --show "$1") || return 1
-	LOOPS+=("$l")
-	echo "$l"
-}
-detach() {
-	local l=$1 i
-	losetup -d "$l"
-	for i in "${!LOOPS[@]}"; do
-		[ "${LOOPS[$i]}" = "$l" ] && unset 'LOOPS[$i]'
-	done
-}
-
 # Mount IMAGE with the kernel, write a few MB, many small files and a subvolume, unmount.
 kernel_write() { # IMAGE WHAT
 	local img=$1 what=$2 l
-	l=$(attach "$img") || { bad "losetup: $what"; return; }
+	ubt_attach "$img" || { bad "losetup: $what"; return; }
+	l=$UBT_LOOP
 	if ! mount -t btrfs "$l" "$MNT"; then
 		bad "kernel mount: $what"
 		dmesg | tail -5
-		detach "$l"
+		ubt_detach "$l"
 		return
 	fi
 	head -c 3000000 /dev/urandom > "$MNT/big"
@@ -85,7 +56,7 @@ kernel_write() { # IMAGE WHAT
 	[ "$sum1" = "$sum2" ] || bad "data differs: $what"
 	[ "$(ls "$MNT/small" | wc -l)" = 400 ] || bad "small files: $what"
 	umount "$MNT" || bad "umount: $what"
-	detach "$l"
+	ubt_detach "$l"
 	ok "kernel mount + writes: $what"
 }
 
@@ -196,7 +167,7 @@ mkfs -q "$T/does-not-exist"
 
 # --- a block device (loop): whole device, in-use refusal, -b larger than the device ---
 truncate -s 512M "$T/blk"
-l=$(attach "$T/blk")
+ubt_attach "$T/blk"; l=$UBT_LOOP
 if mkfs -q "$l" && [ "$(super "$l" total_bytes)" = 536870912 ]; then
 	ok "mkfs on a block device uses the whole device"
 else
@@ -216,7 +187,7 @@ else
 fi
 mkfs -q -f -b 1G "$l"
 [ $? = 1 ] && grep -q "fewer than" "$T/mkfs.log" && ok "-b beyond the block device refused" || bad "-b beyond the device"
-detach "$l"
+ubt_detach "$l"
 rm -f "$T/blk"
 
 # --- chunk layout equal to mkfs.btrfs' (types and sizes, ignoring addresses) ---
@@ -255,12 +226,12 @@ printf '\x53\xef' | dd of="$IMG" bs=1 seek=$((0x438)) conv=notrunc status=none
 mkfs -q "$IMG"
 [ $? = 1 ] && grep -q "ext2/ext3/ext4" "$T/mkfs.log" && ok "ext4 signature refused without -f" || bad "ext4 signature"
 mkfs -q -f "$IMG" || bad "mkfs -f over ext4"
-l=$(attach "$IMG")
+ubt_attach "$IMG"; l=$UBT_LOOP
 mount -t btrfs "$l" "$MNT" || bad "mount before the in-use test"
 mkfs -q -f "$IMG"
 [ $? = 1 ] && grep -q "in use" "$T/mkfs.log" && ok "mounted image refused even with -f" || bad "mounted image"
 umount "$MNT" 2>/dev/null
-detach "$l"
+ubt_detach "$l"
 
 expect_usage() { # WHAT GREP ARGS...
 	local what=$1 pat=$2 rc
@@ -305,7 +276,7 @@ if [ $rc = 1 ] && grep -q "not supported yet" "$T/mkfs.log"; then
 	ok "--rootdir refused clearly (this build has no read-write library API)"
 elif [ $rc = 0 ]; then
 	check "$IMG" "--rootdir"
-	l=$(attach "$IMG")
+	ubt_attach "$IMG"; l=$UBT_LOOP
 	if mount -t btrfs -o ro "$l" "$MNT"; then
 		diff -r --no-dereference "$SRC" "$MNT" > "$T/diff.log" 2>&1
 		grep -v "is a fifo while" "$T/diff.log" | grep -q . && { bad "--rootdir content"; head "$T/diff.log"; } ||
@@ -320,7 +291,7 @@ elif [ $rc = 0 ]; then
 	else
 		bad "kernel mount of a --rootdir image"
 	fi
-	detach "$l"
+	ubt_detach "$l"
 	kernel_write "$IMG" "--rootdir image"
 	check "$IMG" "--rootdir image after kernel writes"
 else
