@@ -94,6 +94,9 @@ if [[ $asan -eq 1 ]]; then
 		if [[ -z $soak ]]; then
 			export UBT_FSX_OPS=${UBT_FSX_OPS:-20000} UBT_SNAPSHOT_FILES=${UBT_SNAPSHOT_FILES:-5000}
 		fi
+		# ASan's shadow memory and quarantine inflate RSS several times; the normal run holds
+		# the real bound (300 MiB).
+		export UBT_RSS_LIMIT_MIB=${UBT_RSS_LIMIT_MIB:-1500}
 		run_ctest build-asan asan
 	else
 		summary+=("[asan] BUILD FAILED (see $logdir/build-asan.build.log)")
