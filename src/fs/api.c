@@ -5,6 +5,7 @@
  */
 #include "fs.h"
 #include "api-internal.h"
+#include "fs-internal.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -802,10 +803,9 @@ static int default_subvol(struct ubt_fs_info *fs_info, u64 *id)
 	return 0;
 }
 
-int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
+int ubt_mount_bdev(struct ubt_bdev *bdev, const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 {
 	struct ubt_mount_opts defaults = { 0 };
-	struct ubt_bdev *bdev = NULL;
 	struct ubt_fs *fs = NULL;
 	struct ubt_root *root;
 	unsigned oflags = 0;
@@ -815,9 +815,6 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 
 	if (!opts)
 		opts = &defaults;
-	ret = ubt_bdev_open_file(path, opts->flags & UBT_MOUNT_RDONLY, &bdev);
-	if (ret)
-		return ret;
 	fs = calloc(1, sizeof(*fs));
 	if (!fs) {
 		ubt_bdev_close(bdev);
@@ -956,6 +953,17 @@ int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
 fail:
 	ubt_unmount(fs);
 	return ret;
+}
+
+int ubt_mount(const char *path, const struct ubt_mount_opts *opts, ubt_fs **out)
+{
+	struct ubt_bdev *bdev = NULL;
+	int ret;
+
+	ret = ubt_bdev_open_file(path, opts && (opts->flags & UBT_MOUNT_RDONLY), &bdev);
+	if (ret)
+		return ret;
+	return ubt_mount_bdev(bdev, path, opts, out);
 }
 
 int ubt_unmount(ubt_fs *fs)
