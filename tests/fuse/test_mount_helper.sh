@@ -7,10 +7,7 @@ set -u
 
 source "$(dirname "$0")/../lib/common.sh"
 ubt_skip_unless_root_fuse
-if ! command -v mkfs.btrfs >/dev/null; then
-	echo "SKIP: needs mkfs.btrfs"
-	exit 0
-fi
+ubt_skip_unless_cmds mkfs.btrfs mkfs.btrfs
 ubt_need_ubtrfs
 SRC_DIR=${UBT_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 HELPER_SRC=$SRC_DIR/scripts/mount.fuse.ubtrfs

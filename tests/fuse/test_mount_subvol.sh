@@ -6,10 +6,7 @@ set -u
 
 source "$(dirname "$0")/../lib/common.sh"
 ubt_skip_unless_root_fuse
-if ! command -v mkfs.btrfs >/dev/null || ! command -v btrfs >/dev/null; then
-	echo "SKIP: needs btrfs-progs"
-	exit 0
-fi
+ubt_skip_unless_cmds btrfs-progs mkfs.btrfs btrfs
 ubt_need_ubtrfs
 
 ubt_tmpdir fuse-subvol

@@ -3,13 +3,17 @@
 #   source "$(dirname "$0")/../lib/common.sh"
 #
 # It works under `set -u` and under `set -euo pipefail`, defines functions and nothing runs at
-# source time. Suite libraries (tests/compat/lib.sh, tests/rw/lib.sh) build on it; helpers only
+# source time (but setting UBT_LOOPS=() and fail=0). Suite libraries (tests/compat/lib.sh, tests/rw/lib.sh) build on it; helpers only
 # one suite needs stay in that suite.
 #
 # Skip checks and tools
 #   ubt_skip_unless_root_fuse  print "SKIP: needs root and /dev/fuse" and exit 0 unless we run as
 #                              root and /dev/fuse exists (the only SKIP line a test prints for that)
+#   ubt_skip_unless_cmds WHAT CMD...  "SKIP: needs WHAT" and exit 0 if a CMD is not in PATH (for
+#                              tests that have always skipped without, e.g., btrfs-progs)
 #   ubt_need CMD...            "FAIL: needs CMD" and exit 1 for the first CMD not in PATH
+#   ubt_tool_paths             UBT_SRC_DIR, UBT_BUILD_DIR, UBTRFS_BIN, UBT_TOOLS_DIR from CTest's
+#                              environment, else the source tree and its build/ dir; MANIFEST
 #   ubt_need_ubtrfs            UBTRFS_BIN defaults to ${UBT_BUILD_DIR:-.}/ubtrfs; "FAIL: no ubtrfs
 #                              program at ..." and exit 1 unless it is executable
 #
@@ -58,11 +62,32 @@ ubt_skip_unless_root_fuse() {
 	fi
 }
 
+ubt_skip_unless_cmds() {
+	local what=$1 c
+	shift
+	for c in "$@"; do
+		if ! command -v "$c" >/dev/null; then
+			echo "SKIP: needs $what"
+			exit 0
+		fi
+	done
+}
+
 ubt_need() {
 	local c
 	for c in "$@"; do
 		command -v "$c" >/dev/null || { echo "FAIL: needs $c"; exit 1; }
 	done
+}
+
+ubt_tool_paths() {
+	local src
+	src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	UBT_SRC_DIR=${UBT_SRC_DIR:-$src}
+	UBT_BUILD_DIR=${UBT_BUILD_DIR:-$UBT_SRC_DIR/build}
+	UBTRFS_BIN=${UBTRFS_BIN:-$UBT_BUILD_DIR/ubtrfs}
+	UBT_TOOLS_DIR=${UBT_TOOLS_DIR:-$UBT_BUILD_DIR/tests}
+	MANIFEST=$UBT_TOOLS_DIR/manifest
 }
 
 ubt_need_ubtrfs() {
