@@ -6,12 +6,14 @@
 #
 # Every kernel mount, loop device and `ubtrfs mount` daemon started here is recorded and torn
 # down by the EXIT trap, by mountpoint, loop device and PID: nothing else on the machine is
-# touched. Waits poll a condition with an upper bound.
+# touched. Waits poll a condition with an upper bound. Built on tests/lib/common.sh (skip check,
+# tool paths, pids, loop devices).
+
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 RW_WAIT_SECS=${RW_WAIT_SECS:-120}
 declare -gA RW_KLOOP=()  # kernel mountpoint -> loop device
 declare -gA RW_FPIDS=()  # FUSE mountpoint -> daemon pid(s)
-declare -ga RW_LOOPS=()  # loop devices we attached
 declare -ga RW_BGPIDS=() # background processes we started
 RW_TMP=""
 RW_FAILS=0
@@ -29,22 +31,13 @@ rw_die() {
 
 rw_init() {
 	local name=$1
-	if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]]; then
-		echo "SKIP: needs root and /dev/fuse"
-		exit 0
-	fi
+	ubt_skip_unless_root_fuse
 	grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null || true
 	local c
 	for c in mkfs.btrfs btrfs losetup python3 mountpoint; do
 		command -v "$c" >/dev/null || rw_die "needs $c"
 	done
-	local src
-	src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-	UBT_SRC_DIR=${UBT_SRC_DIR:-$src}
-	UBT_BUILD_DIR=${UBT_BUILD_DIR:-$UBT_SRC_DIR/build}
-	UBTRFS_BIN=${UBTRFS_BIN:-$UBT_BUILD_DIR/ubtrfs}
-	UBT_TOOLS_DIR=${UBT_TOOLS_DIR:-$UBT_BUILD_DIR/tests}
-	MANIFEST=$UBT_TOOLS_DIR/manifest
+	ubt_tool_paths
 	WORKLOAD=$UBT_TOOLS_DIR/ubt_workload
 	local t
 	for t in "$MANIFEST" "$WORKLOAD" "$UBTRFS_BIN"; do
@@ -53,30 +46,6 @@ rw_init() {
 	RW_TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/ubt-rw-$name.XXXXXX")
 	trap rw_cleanup EXIT
 	trap 'exit 130' INT TERM
-}
-
-# rw_wait SECS CMD...: poll CMD until it succeeds; 1 if SECS pass first.
-rw_wait() {
-	local end=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		((SECONDS < end)) || return 1
-		sleep 0.05
-	done
-}
-
-rw_pid_alive() {
-	local st
-	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	st=${st##*) }
-	[[ ${st:0:1} != Z && ${st:0:1} != X ]]
-}
-
-rw_pids_gone() {
-	local p
-	for p in $1; do
-		! rw_pid_alive "$p" || return 1
-	done
 }
 
 # ---- images ----
@@ -124,22 +93,14 @@ rw_kmount() {
 	local loop ro=()
 	[[ ,$opts, != *,ro,* ]] || ro=(-r)
 	mkdir -p "$dir"
-	loop=$(losetup -f --show "${ro[@]}" "$img") || rw_die "losetup $img"
-	RW_LOOPS+=("$loop")
+	ubt_attach "$img" "${ro[@]}" || rw_die "losetup $img"
+	loop=$UBT_LOOP
 	RW_KLOOP[$dir]=$loop
 	if ! mount -t btrfs ${opts:+-o "$opts"} "$loop" "$dir"; then
 		unset 'RW_KLOOP[$dir]'
-		rw_detach "$loop"
+		ubt_detach "$loop"
 		rw_die "kernel mount of $img ${opts:+-o $opts}"
 	fi
-}
-
-rw_detach() {
-	local loop=$1 i
-	losetup -d "$loop" 2>/dev/null || true
-	for i in "${!RW_LOOPS[@]}"; do
-		[[ ${RW_LOOPS[$i]} != "$loop" ]] || unset 'RW_LOOPS[$i]'
-	done
 }
 
 rw_kumount() {
@@ -147,24 +108,10 @@ rw_kumount() {
 	local loop=${RW_KLOOP[$dir]:-}
 	umount "$dir" || rw_die "kernel umount $dir"
 	unset 'RW_KLOOP[$dir]'
-	[[ -z $loop ]] || rw_detach "$loop"
+	[[ -z $loop ]] || ubt_detach "$loop"
 }
 
 # ---- FUSE mounts ----
-
-# Pids of processes with DIR as an argument (the daemon serving DIR).
-rw_pids_with_arg() {
-	local dir=$1 p a
-	for p in /proc/[0-9]*; do
-		[[ -r $p/cmdline ]] || continue
-		while IFS= read -r -d '' a; do
-			if [[ $a == "$dir" ]]; then
-				echo "${p#/proc/}"
-				break
-			fi
-		done <"$p/cmdline" 2>/dev/null || true
-	done
-}
 
 # rw_fmount IMG DIR [OPTS]: `ubtrfs mount` read-write (the default); waits until mounted.
 rw_fmount() {
@@ -173,8 +120,8 @@ rw_fmount() {
 	mkdir -p "$dir"
 	"$UBTRFS_BIN" mount ${opts:+-o "$opts"} "$img" "$dir" </dev/null >"$log" 2>&1 ||
 		{ cat "$log"; rw_die "ubtrfs mount ${opts:+-o $opts }$img"; }
-	rw_wait "$RW_WAIT_SECS" mountpoint -q "$dir" || rw_die "$dir: not mounted"
-	RW_FPIDS[$dir]=$(rw_pids_with_arg "$dir" | tr '\n' ' ')
+	ubt_wait_until "$RW_WAIT_SECS" mountpoint -q "$dir" || rw_die "$dir: not mounted"
+	RW_FPIDS[$dir]=$(ubt_pids_with_arg "$dir" | tr '\n' ' ')
 	[[ -n ${RW_FPIDS[$dir]// /} ]] || rw_die "no daemon found for $dir"
 }
 
@@ -184,7 +131,7 @@ rw_fumount() {
 	local pids=${RW_FPIDS[$dir]:-}
 	"$UBTRFS_BIN" umount "$dir" >"$RW_TMP/fumount.log" 2>&1 ||
 		{ cat "$RW_TMP/fumount.log"; rw_die "ubtrfs umount $dir"; }
-	rw_wait "$RW_WAIT_SECS" rw_pids_gone "$pids" || rw_die "daemon $pids of $dir still running"
+	ubt_wait_until "$RW_WAIT_SECS" ubt_pids_gone "$pids" || rw_die "daemon $pids of $dir still running"
 	! mountpoint -q "$dir" || rw_die "$dir still mounted after ubtrfs umount"
 	unset 'RW_FPIDS[$dir]'
 }
@@ -232,19 +179,19 @@ rw_cleanup() {
 	local rc=$? dir loop pid
 	set +e
 	for pid in "${RW_BGPIDS[@]}"; do
-		rw_pid_alive "$pid" && kill "$pid" 2>/dev/null
+		ubt_pid_alive "$pid" && kill "$pid" 2>/dev/null
 	done
 	for dir in "${!RW_FPIDS[@]}"; do
 		if mountpoint -q "$dir"; then
 			"$UBTRFS_BIN" umount "$dir" >/dev/null 2>&1 || fusermount3 -u -z "$dir" 2>/dev/null
 		fi
-		rw_wait 30 rw_pids_gone "${RW_FPIDS[$dir]}" ||
-			for pid in ${RW_FPIDS[$dir]}; do rw_pid_alive "$pid" && kill -9 "$pid" 2>/dev/null; done
+		ubt_wait_until 30 ubt_pids_gone "${RW_FPIDS[$dir]}" ||
+			for pid in ${RW_FPIDS[$dir]}; do ubt_pid_alive "$pid" && kill -9 "$pid" 2>/dev/null; done
 	done
 	for dir in "${!RW_KLOOP[@]}"; do
 		umount "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null
 	done
-	for loop in "${RW_LOOPS[@]}"; do
+	for loop in "${UBT_LOOPS[@]}"; do
 		losetup -d "$loop" 2>/dev/null
 	done
 	if [[ -n $RW_TMP && -d $RW_TMP ]]; then
