@@ -7,13 +7,15 @@
 # down by ubt_cleanup (installed as the EXIT trap by ubt_init), so a failing test leaves nothing
 # behind. Loop devices are created explicitly (losetup -f --show) and only those are detached.
 # Waiting is done by polling a condition with a generous upper bound, never by fixed sleeps.
+# Built on tests/lib/common.sh (skip check, tool paths, pids, waits, loop devices: UBT_LOOPS).
+
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 UBT_WAIT_SECS=${UBT_WAIT_SECS:-180}
 
 declare -gA UBT_KMOUNT_LOOP=()  # kernel mountpoint -> loop device
 declare -gA UBT_FMOUNT_PID=()   # FUSE mountpoint -> pid of the `ubtrfs mount` we started
 declare -gA UBT_FMOUNT_DPIDS=() # FUSE mountpoint -> daemon pids seen while mounted
-declare -ga UBT_LOOPS=()        # loop devices we attached and have not detached yet
 UBT_TMP=""
 
 ubt_msg() { printf '%s\n' "$*" >&2; }
@@ -30,8 +32,8 @@ ubt_init() {
 
 # True if we run as root and can use FUSE and loop devices; else print the SKIP line and exit 0.
 ubt_require_root_fuse() {
-	if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]] || ! command -v mkfs.btrfs >/dev/null ||
-		! command -v losetup >/dev/null; then
+	ubt_skip_unless_root_fuse
+	if ! command -v mkfs.btrfs >/dev/null || ! command -v losetup >/dev/null; then
 		echo "SKIP: needs root and /dev/fuse"
 		exit 0
 	fi
@@ -46,13 +48,7 @@ ubt_require_root_fuse() {
 
 # The tools under test, from CTest's environment or the default build dir.
 ubt_find_tools() {
-	local src
-	src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-	UBT_SRC_DIR=${UBT_SRC_DIR:-$src}
-	UBT_BUILD_DIR=${UBT_BUILD_DIR:-$UBT_SRC_DIR/build}
-	UBTRFS_BIN=${UBTRFS_BIN:-$UBT_BUILD_DIR/ubtrfs}
-	UBT_TOOLS_DIR=${UBT_TOOLS_DIR:-$UBT_BUILD_DIR/tests}
-	MANIFEST=$UBT_TOOLS_DIR/manifest
+	ubt_tool_paths
 	[[ -x $MANIFEST ]] || ubt_die "manifest tool not built: $MANIFEST"
 	[[ -x $UBTRFS_BIN ]] || ubt_die "ubtrfs CLI not built: $UBTRFS_BIN"
 	export UBT_SRC_DIR UBT_BUILD_DIR UBTRFS_BIN UBT_TOOLS_DIR MANIFEST
@@ -78,17 +74,6 @@ ubt_check_sanitizer() {
 	[[ $found -eq 0 ]] || ubt_die "sanitizer reported errors"
 }
 
-# ubt_wait_until SECS CMD...: poll CMD until it succeeds; 1 if SECS pass first.
-ubt_wait_until() {
-	local secs=$1
-	shift
-	local end=$((SECONDS + secs))
-	until "$@"; do
-		((SECONDS < end)) || return 1
-		sleep 0.05
-	done
-}
-
 # ---- kernel mounts --------------------------------------------------------------------------
 
 # kmount IMG DIR [OPTS]: attach IMG to a new loop device and mount it with the kernel's btrfs.
@@ -100,22 +85,14 @@ kmount() {
 	local loop ro=()
 	[[ ,$opts, != *,ro,* || ${4:-} == rwloop ]] || ro=(-r)
 	mkdir -p "$dir"
-	loop=$(losetup -f --show "${ro[@]}" "$img")
-	UBT_LOOPS+=("$loop")
+	ubt_attach "$img" "${ro[@]}"
+	loop=$UBT_LOOP
 	UBT_KMOUNT_LOOP[$dir]=$loop
 	if ! mount -t btrfs ${opts:+-o "$opts"} "$loop" "$dir"; then
 		unset 'UBT_KMOUNT_LOOP[$dir]'
 		ubt_detach "$loop"
 		ubt_die "kernel mount of $img ${opts:+(-o $opts) }failed"
 	fi
-}
-
-ubt_detach() {
-	local loop=$1 i
-	losetup -d "$loop" 2>/dev/null || true
-	for i in "${!UBT_LOOPS[@]}"; do
-		[[ ${UBT_LOOPS[$i]} != "$loop" ]] || unset 'UBT_LOOPS[$i]'
-	done
 }
 
 # kumount DIR: unmount and detach the loop device kmount attached.
@@ -128,20 +105,6 @@ kumount() {
 }
 
 # ---- ubtrfs FUSE mounts ---------------------------------------------------------------------
-
-# Pids of processes that have DIR as one of their arguments (the daemon of that mount).
-ubt_pids_with_arg() {
-	local dir=$1 p a
-	for p in /proc/[0-9]*; do
-		[[ -r $p/cmdline ]] || continue
-		while IFS= read -r -d '' a; do
-			if [[ $a == "$dir" ]]; then
-				echo "${p#/proc/}"
-				break
-			fi
-		done <"$p/cmdline" 2>/dev/null || true
-	done
-}
 
 # fmount IMG DIR [OPTS]: mount with `ubtrfs mount -o ro[,OPTS]` and wait until it is mounted.
 # Returns 1 (with the mount's output on stderr) if the mount fails.
@@ -175,21 +138,6 @@ fmount() {
 	done
 	UBT_FMOUNT_DPIDS[$dir]=$(ubt_pids_with_arg "$dir" | tr '\n' ' ')
 	return 0
-}
-
-# ubt_pid_alive PID: running and not a zombie (a daemonized process may be reaped late).
-ubt_pid_alive() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	stat=${stat##*) }
-	[[ ${stat:0:1} != Z && ${stat:0:1} != X ]]
-}
-
-ubt_pids_gone() {
-	local p
-	for p in $1; do
-		! ubt_pid_alive "$p" || return 1
-	done
 }
 
 # fumount DIR: unmount with `ubtrfs umount` (fusermount3 -u if the CLI has no umount yet), then
