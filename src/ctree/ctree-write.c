@@ -684,7 +684,11 @@ static int maybe_merge_leaf(struct ubt_trans_handle *h, struct ubt_root *root, s
 
 	if (!parent || used >= leaf_data_size(leaf) / 4)
 		return 0;
-	for (int dir = 1; dir >= -1; dir -= 2) {
+	/*
+	 * Only the right sibling is merged in: the path then stays valid for a caller that goes on
+	 * walking from it (the current leaf keeps its slot, the parent its slot).
+	 */
+	for (int dir = 1; dir >= 1; dir -= 2) {
 		sslot = pslot + dir;
 		if (sslot < 0 || sslot >= (int)ubt_eb_nritems(parent))
 			continue;
@@ -724,6 +728,51 @@ static int maybe_merge_leaf(struct ubt_trans_handle *h, struct ubt_root *root, s
 	return 0;
 }
 
+/*
+ * After a deletion: a node at @level under a quarter full takes in its right sibling when both
+ * fit in one block with room to spare (the emptied sibling is dropped). The path stays valid.
+ */
+static int maybe_merge_node(struct ubt_trans_handle *h, struct ubt_root *root, struct ubt_path *path, int level)
+{
+	struct extent_buffer *node = path->nodes[level], *parent, *sib, *cow;
+	const struct btrfs_key_ptr *kp;
+	struct ubt_key first;
+	u32 n, sn;
+	int pslot, ret;
+
+	if (level >= BTRFS_MAX_LEVEL - 1 || !node || !(parent = path->nodes[level + 1]))
+		return 0;
+	n = ubt_eb_nritems(node);
+	pslot = path->slots[level + 1];
+	if (n >= max_ptrs(node) / 4 || pslot + 1 >= (int)ubt_eb_nritems(parent))
+		return 0;
+	kp = ubt_eb_key_ptr(parent, pslot + 1);
+	ubt_disk_key_to_cpu(&first, &kp->key);
+	sib = ubt_read_tree_block(h->fs_info, le64toh(kp->blockptr), le64toh(kp->generation), level, &first);
+	if (IS_ERR(sib))
+		return (int)PTR_ERR(sib);
+	sn = ubt_eb_nritems(sib);
+	if (n + sn > max_ptrs(node) - 4) {
+		ubt_eb_put(sib);
+		return 0;
+	}
+	ret = ubt_cow_block(h, root, sib, parent, pslot + 1, &cow);
+	ubt_eb_put(sib);
+	if (ret)
+		return ret;
+	memcpy(kp_w(node, (int)n), kp_w(cow, 0), sn * sizeof(struct btrfs_key_ptr));
+	set_nritems(node, n + sn);
+	set_nritems(cow, 0);
+	ubt_mark_buffer_dirty(h, node);
+	ret = del_ptr(h, root, path, level + 1, pslot + 1);
+	if (!ret)
+		ret = h->fs_info->extent_ops->free_tree_block(h, root, cow, 0, true);
+	ubt_eb_put(cow);
+	if (!ret)
+		ret = shrink_root(h, root, path);
+	return ret;
+}
+
 int ubt_del_items(struct ubt_trans_handle *h, struct ubt_root *root, struct ubt_path *path, int slot, int nr)
 {
 	struct extent_buffer *leaf = path->nodes[0];
@@ -757,6 +806,8 @@ int ubt_del_items(struct ubt_trans_handle *h, struct ubt_root *root, struct ubt_
 			fixup_low_keys(h, path, &k, 1);
 		}
 		ret = maybe_merge_leaf(h, root, path);
+		if (!ret)
+			ret = maybe_merge_node(h, root, path, 1);
 	}
 	if (ret && !h->error)
 		h->error = ret;

@@ -471,11 +471,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				   : ubt_pread(f, buf + done, size - done, (uint64_t)off + done);
 
 		if (n < 0) {
-			if (done == 0) {
-				fuse_reply_err(req, to_errno(ctx, "read", n));
-				goto cleanup;
-			}
-			break;
+			/*
+			 * Even after a part was read: a short reply would mean end of file to the kernel,
+			 * which would show zeros in place of the unreadable block. The error makes it fall
+			 * back to single pages, so only the bad block's reads fail.
+			 */
+			fuse_reply_err(req, to_errno(ctx, "read", n));
+			goto cleanup;
 		}
 		if (n == 0)
 			break;
