@@ -125,25 +125,9 @@ ssize_t ubt_pwrite_direct(ubt_file *f, const void *buf, size_t size, uint64_t of
 	if (!size || !fs->fs_info->write_info ||
 	    (!(f->flags & O_APPEND) && (!IS_ALIGNED(off, ss) || !IS_ALIGNED((u64)size, ss))))
 		return ubt_pwrite(f, buf, size, off);
-	/* ubt_pwrite's checks. */
-	if (size > (size_t)SSIZE_MAX || (u64)size > UBT_MAX_FILE_SIZE)
-		return -EINVAL;
-	if (!(f->flags & O_APPEND) && (off > UBT_MAX_FILE_SIZE || size > UBT_MAX_FILE_SIZE - off))
-		return -EFBIG;
-	if ((f->flags & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
-	if (fs->rdonly || fs->fs_info->rdonly || fs->fs_info->fs_error)
-		return -EROFS;
-	ubt_tree_read_lock(fs->fs_info);
-	ret = ubt_inode_read(f->root, f->objectid, &ii);
-	ubt_tree_read_unlock(fs->fs_info);
+	ret = ubt_api_write_check(f, size, off, &ii);
 	if (ret)
 		return ret;
-	if (!S_ISREG(get_le32(&ii.mode)))
-		return -EINVAL;
-	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
-	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND)))
-		return -EPERM;
 	/* NOCOW and preallocated data are written in place, straight to disk: the write-through path. */
 	if (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC))
 		return ubt_pwrite(f, buf, size, off);

@@ -29,6 +29,9 @@ void ubt_api_fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u32 idx, u
 /* How new data is written on this mount (compress=, and the inode's own compression flag). */
 struct ubt_write_opts ubt_api_write_opts(const ubt_fs *fs, const struct btrfs_inode_item *ii);
 
+/* The checks of a data write (sizes, handle mode, read-only, file type, immutable/append); fills @ii. */
+int ubt_api_write_check(ubt_file *f, size_t size, u64 off, struct btrfs_inode_item *ii);
+
 /* -EPERM when @ii is immutable or append-only (names, attributes, data other than appends). */
 static inline int ubt_api_check_mutable(const struct btrfs_inode_item *ii)
 {

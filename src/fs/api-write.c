@@ -949,14 +949,11 @@ out_cached:
 	return ret ? ret : (ssize_t)size;
 }
 
-ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+int ubt_api_write_check(ubt_file *f, size_t size, u64 off, struct btrfs_inode_item *ii)
 {
 	ubt_fs *fs = f->fs;
-	struct btrfs_inode_item ii;
 	int ret;
 
-	if (size == 0)
-		return 0;
 	if (size > (size_t)SSIZE_MAX || (u64)size > UBT_MAX_FILE_SIZE)
 		return -EINVAL;
 	if (!(f->flags & O_APPEND) && (off > UBT_MAX_FILE_SIZE || size > UBT_MAX_FILE_SIZE - off))
@@ -966,15 +963,29 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 	if (fs->rdonly || fs->fs_info->rdonly || fs->fs_info->fs_error)
 		return -EROFS;
 	ubt_tree_read_lock(fs->fs_info);
-	ret = ubt_inode_read(f->root, f->objectid, &ii);
+	ret = ubt_inode_read(f->root, f->objectid, ii);
 	ubt_tree_read_unlock(fs->fs_info);
 	if (ret)
 		return ret;
-	if (!S_ISREG(get_le32(&ii.mode)))
+	if (!S_ISREG(get_le32(&ii->mode)))
 		return -EINVAL;
-	if ((get_le64(&ii.flags) & BTRFS_INODE_IMMUTABLE) ||
-	    ((get_le64(&ii.flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND)))
+	if ((get_le64(&ii->flags) & BTRFS_INODE_IMMUTABLE) ||
+	    ((get_le64(&ii->flags) & BTRFS_INODE_APPEND) && !(f->flags & O_APPEND)))
 		return -EPERM;
+	return 0;
+}
+
+ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+{
+	ubt_fs *fs = f->fs;
+	struct btrfs_inode_item ii;
+	int ret;
+
+	if (size == 0)
+		return 0;
+	ret = ubt_api_write_check(f, size, off, &ii);
+	if (ret)
+		return ret;
 	/*
 	 * NOCOW data and preallocated extents are written in place (btrfs's nocow path), which the
 	 * write-through path knows how to do; everything else goes through the page cache.
