@@ -102,6 +102,7 @@ struct ubt_root {
 	bool has_root_item;
 	bool dirty;         /* root node moved in the running transaction: root item needs updating */
 	bool track_dirty;   /* root item lives in the root tree (not the root/chunk trees themselves) */
+	u64 highest_objectid; /* last inode number handed out (0: not loaded yet); under tree_lock */
 	struct btrfs_root_item root_item; /* valid when has_root_item (zero-padded for v1 items) */
 	struct ubt_root *next; /* fs_info's list of loaded subvolume roots */
 };

@@ -164,6 +164,17 @@ int ubt_inode_next_objectid(struct ubt_root *root, u64 *objectid)
 	u64 highest = BTRFS_FIRST_FREE_OBJECTID - 1;
 	int ret;
 
+	/*
+	 * As btrfs: the highest objectid in the tree when the root is first used, then a counter —
+	 * a number freed by a deletion is not handed out again while mounted (FUSE and NFS-style
+	 * caches keep inode numbers of deleted files for a while).
+	 */
+	if (root->highest_objectid) {
+		if (root->highest_objectid >= BTRFS_LAST_FREE_OBJECTID - 1)
+			return -ENOSPC;
+		*objectid = ++root->highest_objectid;
+		return 0;
+	}
 	ubt_path_init(&path);
 	ret = ubt_search_le(root, &key, &path);
 	if (ret < 0)
@@ -178,6 +189,7 @@ int ubt_inode_next_objectid(struct ubt_root *root, u64 *objectid)
 		goto out;
 	}
 	*objectid = highest + 1;
+	root->highest_objectid = highest + 1;
 	ret = 0;
 out:
 	ubt_path_release(&path);
