@@ -1039,6 +1039,59 @@ found:
 	return p;
 }
 
+/*
+ * Readahead and read caching: insert a clean, uptodate copy of @data as page @index unless the
+ * mapping has that page already. Never sleeps (callers hold locks a sleeping allocation could
+ * wait on): at the limit it evicts once, then gives up. 0, -EEXIST, -ENOMEM.
+ */
+int ubt_page_cache_add_clean(struct ubt_mapping *mapping, u64 index, const void *data)
+{
+	struct ubt_page_cache *c = mapping->cache;
+	struct ubt_page *freelist = NULL, *p;
+	bool reserved = false;
+	int ret;
+
+	pthread_mutex_lock(&mapping->lock);
+	p = rt_lookup(mapping->root, index);
+	pthread_mutex_unlock(&mapping->lock);
+	if (p)
+		return -EEXIST;
+	pthread_mutex_lock(&c->lock);
+	if (c->nr_pages >= c->limit_pages)
+		evict_locked(c, c->nr_pages - c->limit_pages + EVICT_BATCH, &freelist);
+	if (c->nr_pages < c->limit_pages) {
+		c->nr_pages++;
+		reserved = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free_list(freelist);
+	if (!reserved)
+		return -ENOMEM;
+	p = page_alloc(c, index);
+	if (!p) {
+		unreserve_page(c);
+		return -ENOMEM;
+	}
+	memcpy(p->data, data, UBT_PAGE_SIZE);
+	p->flags = PG_BIT(UBT_PG_UPTODATE);
+	p->refcount = 2; /* the mapping's and ours, dropped below so the page joins the LRU */
+	pthread_mutex_lock(&mapping->lock);
+	ret = rt_lookup(mapping->root, index) ? -EEXIST : rt_insert(&mapping->root, index, p);
+	if (ret) {
+		pthread_mutex_unlock(&mapping->lock);
+		p->flags = 0;
+		p->refcount = 0;
+		unreserve_page(c);
+		page_free(p);
+		return ret;
+	}
+	__atomic_store_n(&p->mapping, mapping, __ATOMIC_RELEASE);
+	__atomic_store_n(&mapping->nr_pages, mapping->nr_pages + 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&mapping->lock);
+	ubt_put_page(p);
+	return 0;
+}
+
 /* ---- page lock ---- */
 
 void ubt_lock_page(struct ubt_page *page)

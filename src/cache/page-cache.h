@@ -221,6 +221,11 @@ size_t ubt_invalidate_mapping_pages(struct ubt_mapping *mapping, u64 first, u64 
  * 1 MiB; a miss within the previous window returns the rest of it; any other miss resets to 1.
  */
 unsigned ubt_page_cache_readahead_hint(struct ubt_mapping *mapping, u64 index);
+/*
+ * Insert a clean uptodate copy of @data (UBT_PAGE_SIZE bytes) as page @index unless present; never
+ * sleeps (evicts once at the limit, else -ENOMEM). For readahead. 0, -EEXIST, -ENOMEM.
+ */
+int ubt_page_cache_add_clean(struct ubt_mapping *mapping, u64 index, const void *data);
 #define UBT_RA_INIT_PAGES 4u
 #define UBT_RA_MAX_PAGES ((1u << 20) >> UBT_PAGE_SHIFT)
 

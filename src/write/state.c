@@ -132,11 +132,19 @@ struct ubt_inode_state *ubt_inode_state_get(struct ubt_fs_info *fs_info, struct 
 	}
 	st->next = wi->inodes;
 	wi->inodes = st;
+	wi->nr_states++;
 	pthread_mutex_unlock(&wi->lock);
 	return st;
 }
 
-/* Unlink and free @st if nobody uses it and it holds no data in flight. Caller holds wi->lock. */
+/*
+ * Unlink @st (to be freed) if nobody uses it and it holds no data in flight. A state whose only
+ * content is clean cached pages (read cache, readahead) is kept while the table is small, so
+ * repeated reads of a file are served from memory; past UBT_KEEP_IDLE_STATES it goes, with its
+ * clean pages. Caller holds wi->lock.
+ */
+#define UBT_KEEP_IDLE_STATES 256
+
 static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 {
 	struct ubt_inode_state **pp;
@@ -149,6 +157,9 @@ static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 	pthread_mutex_unlock(&st->lock);
 	if (!idle)
 		return false;
+	if (ubt_mapping_nr_pages(st->mapping) && wi->nr_states <= UBT_KEEP_IDLE_STATES)
+		return false;
+	wi->nr_states--;
 	for (pp = &wi->inodes; *pp && *pp != st; pp = &(*pp)->next)
 		;
 	if (*pp)

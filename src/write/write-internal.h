@@ -32,6 +32,7 @@ struct ubt_write_info {
 
 	pthread_mutex_t lock; /* the inode table */
 	struct ubt_inode_state *inodes;
+	unsigned nr_states;
 
 	pthread_t flusher;
 	bool flusher_running, stopping, kick;

@@ -55,10 +55,42 @@ static int disk_read(struct ubt_root *root, u64 ino, const struct btrfs_inode_it
 	return n < 0 ? (int)n : 0;
 }
 
+/*
+ * Read pages [pstart, pstart + cover) from disk into the cache (they are absent: the disk has
+ * their current data) and copy bytes [in, in + n) of them to @out. Only under the file's io lock,
+ * taken without waiting: with it held no write, truncate or hole punch of this file is under way,
+ * so no stale page can be cached. Returns 1 when done, 0 when it did not apply, <0 on error.
+ */
+static int read_into_cache(struct ubt_inode_state *st, struct ubt_root *root, u64 ino,
+			   const struct btrfs_inode_item *ii, u64 size, u64 pstart, u64 cover, u64 in, u64 n, u8 *out)
+{
+	u8 *tmp;
+	int ret;
+
+	if (pthread_mutex_trylock(&st->io_mutex))
+		return 0;
+	tmp = malloc((size_t)cover);
+	if (!tmp) {
+		pthread_mutex_unlock(&st->io_mutex);
+		return 0;
+	}
+	ret = disk_read(root, ino, ii, size, tmp, cover, pstart);
+	if (!ret) {
+		memcpy(out, tmp + in, (size_t)n);
+		for (u64 i = 0; i < cover / PS; i++)
+			if (ubt_page_cache_add_clean(st->mapping, pstart / PS + i, tmp + i * PS) == -ENOMEM)
+				break;
+		ret = 1;
+	}
+	pthread_mutex_unlock(&st->io_mutex);
+	free(tmp);
+	return ret;
+}
+
 ssize_t ubt_write_read(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,
 		       const struct btrfs_inode_item *ii, void *buf, size_t len, u64 off)
 {
-	struct ubt_inode_state *st = ubt_inode_state_find(fs_info, root, ino);
+	struct ubt_inode_state *st = ubt_inode_state_get(fs_info, root, ino);
 	u8 *out = buf;
 	u64 size, done = 0;
 	int ret = 0;
@@ -79,8 +111,8 @@ ssize_t ubt_write_read(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 i
 		if (page && PageUptodate(page)) {
 			memcpy(out + done, (u8 *)ubt_page_data(page) + in, n);
 		} else {
-			/* Not cached: read a run of uncached pages from disk at once. */
-			u64 run = n;
+			/* Not cached: a run of uncached pages, read from disk at once. */
+			u64 run = n, pstart = pos - in, cover, ra;
 
 			while (done + run < len && run < (1 << 20)) {
 				struct ubt_page *p2 = ubt_find_get_page(st->mapping, (pos + run) / PS);
@@ -93,7 +125,15 @@ ssize_t ubt_write_read(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 i
 				run = ubt_min(run + PS, (u64)len - done);
 			}
 			n = run;
-			ret = disk_read(root, ino, ii, size, out + done, n, pos);
+			/* Readahead: a sequential reader gets a growing window cached beyond its request. */
+			ra = (u64)ubt_page_cache_readahead_hint(st->mapping, idx) * PS;
+			cover = ubt_max(ALIGN_UP(in + n, PS), ra);
+			cover = ubt_min(cover, ALIGN_UP(size, PS) - pstart);
+			ret = page ? 0 : read_into_cache(st, root, ino, ii, size, pstart, cover, in, n, out + done);
+			if (ret == 0)
+				ret = disk_read(root, ino, ii, size, out + done, n, pos);
+			else if (ret > 0)
+				ret = 0;
 		}
 		if (page)
 			ubt_put_page(page);

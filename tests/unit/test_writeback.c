@@ -19,7 +19,9 @@
 #include <ubtrfs.h>
 
 #include "cache/page-cache.h"
+#include "fs/fs.h"
 #include "util/hooks.h"
+#include "write/write-internal.h"
 
 static char dir[64], img[128];
 
@@ -240,6 +242,56 @@ static void test_enospc(void **state)
 	free(buf);
 }
 
+
+/* Sequential reads fill the cache ahead of the reader; writes, truncates and direct writes keep it true. */
+static void test_readahead(void **state)
+{
+	const size_t size = 4 << 20;
+	u8 *data = malloc(size), *got = malloc(size);
+	struct ubt_inode_state *st;
+	struct stat sa = { 0 };
+	ubt_fs *fs;
+	ubt_file *f;
+	ubt_ino ino;
+
+	(void)state;
+	for (size_t i = 0; i < size; i++)
+		data[i] = (u8)(i * 31 + (i >> 12));
+	fresh_image("256M");
+	fs = mount_rw();
+	f = create(fs, "seq");
+	assert_int_equal(ubt_pwrite(f, data, size, 0), (ssize_t)size);
+	assert_int_equal(ubt_close(f), 0); /* written back; the clean pages may stay cached */
+	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, "seq", &ino, NULL), 0);
+	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
+	st = ubt_inode_state_find(fs->fs_info, f->root, f->objectid);
+	assert_non_null(st);
+	ubt_invalidate_mapping_pages(st->mapping, 0, (u64)-1); /* start cold */
+	assert_int_equal(ubt_mapping_nr_pages(st->mapping), 0);
+	for (size_t off = 0; off < size; off += 65536)
+		assert_int_equal(ubt_pread(f, got + off, 65536, off), 65536);
+	assert_memory_equal(got, data, size);
+	/* The reader got ahead of itself: (nearly) the whole file is cached now. */
+	assert_true(ubt_mapping_nr_pages(st->mapping) >= size / UBT_PAGE_SIZE - 256);
+	/* Cached pages follow changes: an overwrite, a truncate, a direct write. */
+	memset(data + 100000, 0x77, 5000);
+	assert_int_equal(ubt_pwrite(f, data + 100000, 5000, 100000), 5000);
+	sa.st_size = 3000000;
+	assert_int_equal(ubt_setattr(fs, ino, &sa, UBT_SET_SIZE, NULL), 0);
+	memset(data + 2 * 1048576, 0x55, 65536);
+	assert_int_equal(ubt_pwrite_direct(f, data + 2 * 1048576, 65536, 2 * 1048576), 65536);
+	memset(got, 0, size);
+	assert_int_equal(ubt_pread(f, got, size, 0), 3000000);
+	assert_memory_equal(got, data, 3000000);
+	ubt_inode_state_put(st);
+	ubt_close(f);
+	ubt_forget(fs, ino, 1);
+	assert_int_equal(ubt_unmount(fs), 0);
+	check_image();
+	free(data);
+	free(got);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -266,6 +318,7 @@ int main(void)
 		cmocka_unit_test(test_io_error),
 		cmocka_unit_test(test_evict_dirty),
 		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_readahead),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
