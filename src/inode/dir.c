@@ -56,45 +56,49 @@ static int check_dir_entry(const struct ubt_root *root, u64 dir, const struct ub
 	return 0;
 }
 
+int ubt_find_named_entry(struct ubt_root *root, u64 ino, u8 type, const char *name, size_t name_len,
+			 struct ubt_path *path, struct ubt_key *key, struct ubt_dir_entry *ent)
+{
+	struct extent_buffer *leaf;
+	u32 size, cursor = 0;
+	int slot, ret;
+
+	key->objectid = ino;
+	key->type = type;
+	key->offset = ubt_name_hash(name, name_len);
+	ret = ubt_search_slot(root, key, path);
+	if (ret)
+		return ret;
+	leaf = ubt_path_leaf(path);
+	slot = ubt_path_slot(path);
+	size = ubt_item_size(leaf, slot);
+	for (;;) {
+		ret = ubt_dir_entry_next(root, ino, key, ubt_item_ptr(leaf, slot), size, &cursor, ent);
+		if (ret)
+			return ret;
+		if (ent->name_len == name_len && memcmp(ent->name, name, name_len) == 0)
+			return 0;
+	}
+}
+
 int ubt_dir_lookup(struct ubt_root *root, u64 dir, const char *name, size_t name_len,
 		   struct ubt_key *location, u8 *type)
 {
 	struct ubt_path path;
 	struct ubt_key key;
 	struct ubt_dir_entry ent;
-	struct extent_buffer *leaf;
-	const u8 *item;
-	u32 size, cursor = 0;
-	int slot;
 	int ret;
 
 	if (name_len > BTRFS_NAME_LEN)
 		return -ENAMETOOLONG;
 	if (name_len == 0)
 		return -ENOENT;
-	key.objectid = dir;
-	key.type = BTRFS_DIR_ITEM_KEY;
-	key.offset = ubt_name_hash(name, name_len);
-
 	ubt_path_init(&path);
-	ret = ubt_search_slot(root, &key, &path);
+	ret = ubt_find_named_entry(root, dir, BTRFS_DIR_ITEM_KEY, name, name_len, &path, &key, &ent);
 	if (ret > 0)
 		ret = -ENOENT;
 	if (ret < 0)
 		goto out;
-	leaf = ubt_path_leaf(&path);
-	slot = ubt_path_slot(&path);
-	item = ubt_item_ptr(leaf, slot);
-	size = ubt_item_size(leaf, slot);
-	for (;;) {
-		ret = ubt_dir_entry_next(root, dir, &key, item, size, &cursor, &ent);
-		if (ret > 0)
-			ret = -ENOENT;
-		if (ret < 0)
-			goto out;
-		if (ent.name_len == name_len && memcmp(ent.name, name, name_len) == 0)
-			break;
-	}
 	ret = check_dir_entry(root, dir, &key, &ent);
 	if (ret < 0)
 		goto out;

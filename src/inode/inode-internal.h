@@ -52,4 +52,12 @@ int ubt_fext_find(struct ubt_root *root, u64 ino, u64 start, u64 end, struct ubt
 void ubt_fext_fill(struct ubt_trans_handle *h, struct btrfs_file_extent_item *fi, u8 type, u8 compression,
 		   u64 ram_bytes, u64 disk_bytenr, u64 disk_num_bytes, u64 offset, u64 num_bytes);
 
+/*
+ * Find entry @name of @type items (DIR_ITEM or XATTR_ITEM) of @ino: search the item keyed by the
+ * name hash and walk its packed entries (hash collisions). Returns 0 with @ent (borrowing the leaf
+ * @path holds; the caller releases @path), 1 when absent, <0 on error. @name_len must be 1..255.
+ */
+int ubt_find_named_entry(struct ubt_root *root, u64 ino, u8 type, const char *name, size_t name_len,
+			 struct ubt_path *path, struct ubt_key *key, struct ubt_dir_entry *ent);
+
 #endif

@@ -11,38 +11,19 @@ ssize_t ubt_xattr_get(struct ubt_root *root, u64 ino, const char *name, void *bu
 	struct ubt_path path;
 	struct ubt_key key;
 	struct ubt_dir_entry ent;
-	struct extent_buffer *leaf;
 	size_t name_len = strlen(name);
-	u32 item_size, cursor = 0;
-	int slot;
 	ssize_t ret;
 
 	if (name_len > BTRFS_NAME_LEN)
 		return -ERANGE;
 	if (name_len == 0)
 		return -ENODATA;
-	key.objectid = ino;
-	key.type = BTRFS_XATTR_ITEM_KEY;
-	key.offset = ubt_name_hash(name, name_len);
-
 	ubt_path_init(&path);
-	ret = ubt_search_slot(root, &key, &path);
+	ret = ubt_find_named_entry(root, ino, BTRFS_XATTR_ITEM_KEY, name, name_len, &path, &key, &ent);
 	if (ret > 0)
 		ret = -ENODATA;
 	if (ret < 0)
 		goto out;
-	leaf = ubt_path_leaf(&path);
-	slot = ubt_path_slot(&path);
-	item_size = ubt_item_size(leaf, slot);
-	for (;;) {
-		ret = ubt_dir_entry_next(root, ino, &key, ubt_item_ptr(leaf, slot), item_size, &cursor, &ent);
-		if (ret > 0)
-			ret = -ENODATA;
-		if (ret < 0)
-			goto out;
-		if (ent.name_len == name_len && memcmp(ent.name, name, name_len) == 0)
-			break;
-	}
 	ret = ent.data_len;
 	if (size == 0)
 		goto out;
