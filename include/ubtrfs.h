@@ -195,6 +195,11 @@ int ubt_flush(ubt_file *f);
 
 /* Library log: 0 error, 1 warning (default), 2 info, 3 debug. */
 void ubt_set_log_level(int level);
+/*
+ * Where the library's log lines go: @sink gets each line (no trailing newline) with its level;
+ * calls are serialized. NULL restores the default, "ubtrfs: LEVEL: line" on stderr.
+ */
+void ubt_set_log_sink(void (*sink)(int level, const char *line, void *ctx), void *ctx);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,11 @@ void ubt_set_log_level(int level)
 	ubt_log_set_level(level);
 }
 
+void ubt_set_log_sink(void (*sink)(int level, const char *line, void *ctx), void *ctx)
+{
+	ubt_log_set_sink(sink, ctx);
+}
+
 const char *ubt_strerror(int err)
 {
 	if (err > 0)

@@ -319,6 +319,10 @@ int ubtf_cmd_mount(int argc, char **argv)
 		status = UBTF_EXIT_USAGE;
 		goto cleanup;
 	}
+	if (ubtf_log_open(a.logfile)) {
+		status = UBTF_EXIT_USAGE;
+		goto cleanup;
+	}
 	if (check_image(a.image, &image_real) || check_mountpoint(a.mntpoint, &mnt_real))
 		goto cleanup;
 	if (build_fuse_args(&a, image_real, &args)) {
@@ -368,6 +372,7 @@ int ubtf_cmd_mount(int argc, char **argv)
 		signal(SIGPIPE, SIG_IGN); /* the parent may be gone when we report */
 	}
 
+	ubtf_log_install_crash_handler();
 	ubt_set_log_level(a.debug ? 3 : 1);
 	ret = open_image(image_real, a.image, &a, &ctx.fs);
 	if (ret)
@@ -393,7 +398,9 @@ int ubtf_cmd_mount(int argc, char **argv)
 	if (!a.foreground) {
 		report(&status_fd, UBTF_EXIT_OK);
 		detach_stdio();
+		ubtf_log_daemonize();
 	}
+	ubtf_note("mounted %s on %s (%s)", image_real, mnt_real, a.ro ? "read-only" : "read-write");
 
 	loop_cfg = fuse_loop_cfg_create();
 	if (!loop_cfg) {
@@ -420,6 +427,8 @@ cleanup:
 	}
 	if (ctx.unmount_ret)
 		status = UBTF_EXIT_FAIL;
+	if (mounted)
+		ubtf_note("unmounted %s (%s)", mnt_real, status == UBTF_EXIT_OK ? "clean" : "with errors");
 	/* Last: releasing the record tells `ubtrfs umount` the image is free. */
 	ubtf_pidfile_remove(&pf);
 	report(&status_fd, status);
@@ -429,5 +438,6 @@ cleanup:
 	free(image_real);
 	free(mnt_real);
 	ubtf_mount_args_free(&a);
+	ubtf_log_close();
 	return status;
 }

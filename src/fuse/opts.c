@@ -43,6 +43,8 @@ void ubtf_mount_usage(FILE *out)
 		"     entry_timeout=SECS, attr_timeout=SECS, negative_timeout=SECS\n"
 		"     lock_timeout=SECS  how long to wait for an image in use (default 5)\n"
 		"     max_threads=N      FUSE worker threads (default 10)\n"
+		"     logfile=PATH       the daemon's messages are appended to PATH (in the\n"
+		"                        background they also go to syslog)\n"
 		"     allow_other        let other users see the mount (needs user_allow_other\n"
 		"                        in /etc/fuse.conf when not root)\n"
 		"     default_permissions  the kernel checks file modes (always on)\n"
@@ -279,6 +281,13 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 		a->max_threads = (unsigned)n;
 		return 0;
 	}
+	if (KEY("logfile")) {
+		if (!val || !*val)
+			return bad_value(opt);
+		free(a->logfile);
+		a->logfile = strdup(val);
+		return a->logfile ? 0 : -ENOMEM;
+	}
 	if (KEY("default_permissions") && !val)
 		return 0; /* always passed on */
 	if (KEY("debug") && !val) {
@@ -380,6 +389,8 @@ void ubtf_mount_args_free(struct ubtf_mount_args *a)
 	free(a->subvol);
 	free(a->fuse_opts);
 	free(a->compress);
+	free(a->logfile);
+	a->logfile = NULL;
 	a->subvol = NULL;
 	a->fuse_opts = NULL;
 	a->compress = NULL;

@@ -21,17 +21,6 @@
 
 #include "fuse/ubt_fuse.h"
 
-void ubtf_err(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fputs("ubtrfs: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
 static double now_sec(void)
 {
 	struct timespec ts;

@@ -63,6 +63,7 @@ struct ubtf_mount_args {
 	double negative_timeout;
 	double lock_timeout;    /* seconds to wait for a busy image */
 	unsigned max_threads;
+	char *logfile;          /* logfile=PATH: messages appended there, NULL = none */
 	bool have_fsname;
 	bool have_subtype;
 	char *fuse_opts;        /* comma-separated, escaped options passed on to libfuse */
@@ -86,8 +87,20 @@ int ubtf_pidfile_lookup(const char *mnt_real, pid_t *pid);
 /* Wait until the daemon recorded for @mnt_real released its record and exited; -ETIMEDOUT. */
 int ubtf_pidfile_wait(const char *mnt_real, pid_t pid, double timeout);
 
-/* Messages on stderr, prefixed "ubtrfs: ". */
+/*
+ * Messages (daemon_log.c): on stderr, prefixed "ubtrfs: "; once the daemon is in the background
+ * in syslog instead; and appended to the logfile= file when one is open.
+ */
 void ubtf_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An informational line (mounted, unmounted) for syslog and the log file, not for stderr. */
+void ubtf_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Open logfile (may be NULL) and route the library's log through these sinks. */
+int ubtf_log_open(const char *logfile);
+/* The daemon detached its stdio: messages go to syslog (and the log file), not stderr. */
+void ubtf_log_daemonize(void);
+/* A crash (SIGSEGV, SIGABRT, ...) logs the signal and a backtrace before the default action. */
+void ubtf_log_install_crash_handler(void);
+void ubtf_log_close(void);
 
 /* Canonical path of a mountpoint, even when it is a stale (disconnected) FUSE mount. */
 char *ubtf_mnt_realpath(const char *dir, int *err);

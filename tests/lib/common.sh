@@ -183,6 +183,10 @@ ubt_umount_below() {
 ubt_teardown() {
 	local l
 	set +e
+	if [[ ${fail:-0} != 0 && -s $T/daemon.log ]]; then
+		echo "--- the ubtrfs daemons' log (last 60 lines):"
+		tail -n 60 "$T/daemon.log"
+	fi
 	if declare -F ubt_teardown_pre >/dev/null; then ubt_teardown_pre; fi
 	ubt_umount_below "$T" "${UBT_TEARDOWN_GENTLE:-}"
 	for l in "${UBT_LOOPS[@]}"; do
@@ -208,8 +212,8 @@ ubt_detach() {
 	done
 }
 
-ubt_fuse_mount() { # IMG DIR [OPTS]
-	if "$UBTRFS_BIN" mount ${3:+-o "$3"} "$1" "$2" >"$T/mount.out" 2>&1; then
+ubt_fuse_mount() { # IMG DIR [OPTS]; the daemon logs to $T/daemon.log, shown by a failing test
+	if "$UBTRFS_BIN" mount -o "${3:+$3,}logfile=$T/daemon.log" "$1" "$2" >"$T/mount.out" 2>&1; then
 		return 0
 	fi
 	bad "ubtrfs mount ${3:+-o $3 }$1: $(cat "$T/mount.out")"

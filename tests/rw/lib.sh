@@ -117,8 +117,10 @@ rw_kumount() {
 rw_fmount() {
 	local img=$1 dir=$2 opts=${3:-}
 	local log=$RW_TMP/fmount.log
+	# The daemon's own messages (errors, a crash backtrace) land in daemon.log, shown on failure.
+	opts=${opts:+$opts,}logfile=$RW_TMP/daemon.log
 	mkdir -p "$dir"
-	"$UBTRFS_BIN" mount ${opts:+-o "$opts"} "$img" "$dir" </dev/null >"$log" 2>&1 ||
+	"$UBTRFS_BIN" mount -o "$opts" "$img" "$dir" </dev/null >"$log" 2>&1 ||
 		{ cat "$log"; rw_die "ubtrfs mount ${opts:+-o $opts }$img"; }
 	ubt_wait_until "$RW_WAIT_SECS" mountpoint -q "$dir" || rw_die "$dir: not mounted"
 	RW_FPIDS[$dir]=$(ubt_pids_with_arg "$dir" | tr '\n' ' ')
@@ -178,6 +180,10 @@ rw_finish() {
 rw_cleanup() {
 	local rc=$? dir loop pid
 	set +e
+	if [[ ($rc != 0 || $RW_FAILS != 0) && -s $RW_TMP/daemon.log ]]; then
+		echo "--- the ubtrfs daemons' log (last 60 lines):"
+		tail -n 60 "$RW_TMP/daemon.log"
+	fi
 	for pid in "${RW_BGPIDS[@]}"; do
 		ubt_pid_alive "$pid" && kill "$pid" 2>/dev/null
 	done
