@@ -366,11 +366,46 @@ static void move_items_right(struct extent_buffer *left, struct extent_buffer *r
 }
 
 /*
- * Make room for @ins_len bytes at path->slots[0]. The leaf is split at a point that leaves room on
- * the side the new item goes to; the path is invalid afterwards (callers re-search).
+ * Where to split a leaf so that the item at @slot (which exists: the caller extends it) gets
+ * @ins_len more bytes: it becomes the first item of the right half, or the last of the left one,
+ * whichever side then has room; when neither does, it is cut off on one side now and the re-search
+ * splits again, until it sits in a leaf of its own. -EOVERFLOW when it cannot grow that much at all.
+ */
+static int split_point_for_extend(const struct extent_buffer *l, int slot, u32 ins_len, int *split_at)
+{
+	u32 n = ubt_eb_nritems(l), left_used = 0, right_used = 0;
+
+	for (int i = 0; i < (int)n; i++) {
+		u32 sz = ubt_item_size(l, i) + (u32)sizeof(struct btrfs_item);
+
+		if (i <= slot)
+			left_used += sz;
+		if (i >= slot)
+			right_used += sz;
+	}
+	if (slot > 0 && right_used + ins_len <= leaf_data_size(l))
+		*split_at = slot;
+	else if (slot + 1 < (int)n && left_used + ins_len <= leaf_data_size(l))
+		*split_at = slot + 1;
+	else if (slot > 0)
+		*split_at = slot;
+	else if (slot + 1 < (int)n)
+		*split_at = slot + 1;
+	else {
+		ubt_err("internal: item of %u bytes in leaf %llu cannot grow by %u bytes", ubt_item_size(l, slot),
+			(unsigned long long)l->start, ins_len);
+		return -EOVERFLOW;
+	}
+	return 0;
+}
+
+/*
+ * Make room for @ins_len bytes at path->slots[0]: for a new item there when !@exact, or to extend
+ * the item there when @exact. The leaf is split at a point that leaves room on the side the item
+ * goes to (or is); the path is invalid afterwards (callers re-search).
  */
 static int split_leaf(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key,
-		      struct ubt_path *path, u32 ins_len)
+		      struct ubt_path *path, u32 ins_len, bool exact)
 {
 	struct extent_buffer *l = path->nodes[0], *right;
 	u32 n = ubt_eb_nritems(l);
@@ -382,10 +417,20 @@ static int split_leaf(struct ubt_trans_handle *h, struct ubt_root *root, const s
 		ubt_err("internal: item of %u bytes cannot fit in a leaf", ins_len);
 		return -EOVERFLOW;
 	}
+	if (exact) {
+		ret = split_point_for_extend(l, slot, ins_len, &split_at);
+		if (ret)
+			return ret;
+	}
 	if (!path->nodes[1]) {
 		ret = insert_new_root(h, root, path, 0);
 		if (ret)
 			return ret;
+	}
+	if (exact) {
+		/* 0 < split_at < n: both halves keep items, the right one starts at a real key. */
+		ubt_item_key(l, split_at, &rkey);
+		goto split;
 	}
 	/*
 	 * Appending at the end (sequential inserts): a fresh right leaf, so leaves fill up completely.
@@ -416,6 +461,7 @@ static int split_leaf(struct ubt_trans_handle *h, struct ubt_root *root, const s
 			rkey = *key;
 		}
 	}
+split:
 	right = alloc_block(h, root, 0, &rkey, l->start);
 	if (IS_ERR(right))
 		return (int)PTR_ERR(right);
@@ -471,7 +517,7 @@ again:
 		if (level == 0) {
 			path->slots[0] = slot;
 			if (ins_len > 0 && ubt_leaf_free_space(eb) < (u32)ins_len) {
-				ret = split_leaf(h, root, key, path, (u32)ins_len);
+				ret = split_leaf(h, root, key, path, (u32)ins_len, exact);
 				if (ret)
 					goto fail;
 				goto again;

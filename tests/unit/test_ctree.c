@@ -2,13 +2,16 @@
  * test_ctree.c — the copy-on-write B-tree against an in-memory model: thousands of random inserts,
  * deletes, extends and truncates in one private tree, with leaf/node splits, merges and root
  * shrinking; every block is written out and read back through the tree checker. A bump allocator
- * stands in for alloc/ so that this tests ctree alone.
+ * stands in for alloc/ so that this tests ctree alone. Also: extending an item of a full leaf,
+ * at its first, middle and last slot, which needs a split that keeps the item (the split that once
+ * moved the item away from its key and failed the extend with EUCLEAN).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -182,6 +185,83 @@ static int teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
+/*
+ * A fresh tree whose single leaf holds items of @sizes (keys 1, 2, ...; contents from fill()); then
+ * item @target is extended by @extra bytes the way callers do it (search with ins_len = extra plus
+ * an item header, then ubt_extend_item). Every item must read back whole and in order.
+ */
+static void extend_in_full_leaf(u64 objectid, const u32 *sizes, int nr, int target, u32 extra)
+{
+	struct ubt_trans_handle h;
+	struct ubt_root root = { 0 };
+	struct extent_buffer *leaf;
+	struct ubt_path path;
+	struct ubt_key k = { 0, BTRFS_EXTENT_CSUM_KEY, 0 };
+	u8 *buf = malloc(4096);
+	u32 old;
+	int ret;
+
+	assert_non_null(buf);
+	assert_int_equal(ubt_trans_start(T.fs_info, &h), 0);
+	root.fs_info = T.fs_info;
+	root.objectid = objectid;
+	leaf = fake_alloc(&h, &root, 0, 0, NULL, 0);
+	root.bytenr = leaf->start;
+	root.generation = h.transid;
+	root.level = 0;
+	ubt_eb_put(leaf);
+	for (int i = 0; i < nr; i++) {
+		k.objectid = (u64)i + 1;
+		fill(buf, sizes[i], (u32)i);
+		assert_int_equal(ubt_insert_item(&h, &root, &k, buf, sizes[i]), 0);
+	}
+	/* All in one leaf, and too full to take @extra more bytes. */
+	assert_int_equal(root.level, 0);
+	ubt_path_init(&path);
+	k.objectid = (u64)target + 1;
+	ret = ubt_search_slot_write(&h, &root, &k, &path, (int)(extra + sizeof(struct btrfs_item)));
+	assert_int_equal(ret, 0);
+	assert_true(root.level > 0); /* it did split */
+	leaf = path.nodes[0];
+	old = ubt_item_size(leaf, path.slots[0]);
+	assert_int_equal(old, sizes[target]);
+	ubt_extend_item(&h, &path, extra);
+	memset((u8 *)ubt_item_ptr(leaf, path.slots[0]) + old, 0xa5, extra);
+	ubt_mark_buffer_dirty(&h, leaf);
+	ubt_path_release(&path);
+
+	for (int i = 0; i < nr; i++) {
+		u32 want = sizes[i] + (i == target ? extra : 0);
+		const u8 *p;
+
+		k.objectid = (u64)i + 1;
+		assert_int_equal(ubt_search_slot(&root, &k, &path), 0);
+		assert_int_equal(ubt_item_size(path.nodes[0], path.slots[0]), want);
+		p = ubt_item_ptr(path.nodes[0], path.slots[0]);
+		fill(buf, sizes[i], (u32)i);
+		assert_memory_equal(p, buf, sizes[i]);
+		for (u32 j = sizes[i]; j < want; j++)
+			assert_int_equal(p[j], 0xa5);
+		ubt_path_release(&path);
+	}
+	assert_int_equal(ubt_trans_end(&h), 0);
+	free(buf);
+}
+
+static void test_extend_in_full_leaf(void **state)
+{
+	/* Leaf data of a 4 KiB node: 3995 bytes; each item also takes a 25-byte header. */
+	static const u32 first[] = { 1000, 1400, 700, 700 };  /* the left half has no room */
+	static const u32 middle[] = { 1200, 1200, 1200 };     /* neither side has room: two splits */
+	static const u32 last[] = { 1200, 1200, 1200 };
+
+	(void)state;
+	extend_in_full_leaf(301, first, 4, 0, 1600);
+	extend_in_full_leaf(302, middle, 3, 1, 1500);
+	extend_in_full_leaf(303, last, 3, 2, 1500);
+	extend_in_full_leaf(304, first, 4, 3, 2500);
+}
+
 static void test_random_ops(void **state)
 {
 	struct ubt_trans_handle h;
@@ -292,6 +372,7 @@ static void test_random_ops(void **state)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = { cmocka_unit_test(test_random_ops) };
+	const struct CMUnitTest tests[] = { cmocka_unit_test(test_extend_in_full_leaf),
+					    cmocka_unit_test(test_random_ops) };
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
