@@ -4,14 +4,17 @@
  * to keep the mode bits in step, which btrfs's own set_acl does this way: an access ACL sets the
  * permission bits (the mask entry stands for the group bits, set-group-id is dropped for a caller
  * outside the file's group), and an access ACL that says no more than the mode bits is not
- * stored at all. Default ACLs are stored as given, on directories only. ACLs are not enforced
- * (the kernel checks the mode bits) nor inherited by new inodes: a known limit of this mode.
+ * stored at all. Default ACLs are stored as given, on directories only. Without -o acl ACLs are
+ * stored but neither enforced (the kernel checks the mode bits) nor inherited. With -o acl the
+ * kernel enforces them and a new inode inherits its directory's default ACL here, as btrfs's
+ * init_acl does it (ubtf_acl_inherit; the kernel then leaves the umask to us).
  *
  * The value is the kernel's xattr form: a little-endian u32 version (2), then entries of
  * { u16 tag, u16 perm, u32 id }.
  */
 #include <endian.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -144,4 +147,115 @@ int ubtf_set_acl_xattr(fuse_req_t req, ubt_fs *fs, ubt_ino ino, const char *name
 			return ret;
 	}
 	return ubt_setattr(fs, ino, &attr, UBT_SET_MODE, NULL);
+}
+
+/* ---- inheritance: a new inode in a directory with a default ACL ---- */
+
+void ubtf_acl_init_free(struct ubtf_acl_init *init)
+{
+	free(init->access);
+	free(init->dflt);
+	memset(init, 0, sizeof(*init));
+}
+
+/*
+ * The access ACL of a new inode made from the directory's default ACL and the mode asked for:
+ * the owner, owning-group (or mask, when there is one) and other entries keep only the
+ * permissions the mode grants, and those entries become the mode's permission bits. The umask is
+ * not applied: a default ACL replaces it. The result is stored only when it names users or
+ * groups; otherwise the mode says all of it.
+ */
+static int acl_from_default(const unsigned char *dflt, size_t size, mode_t *mode, struct ubtf_acl_init *init)
+{
+	struct acl_summary s;
+	unsigned char *acl;
+	int *group_slot;
+	int ret;
+
+	ret = acl_parse(dflt, size, &s);
+	if (ret)
+		return ret;
+	acl = malloc(size);
+	if (!acl)
+		return -ENOMEM;
+	memcpy(acl, dflt, size);
+	group_slot = s.mask >= 0 ? &s.mask : &s.group_obj;
+	s.user_obj &= (int)((*mode >> 6) & 7);
+	*group_slot &= (int)((*mode >> 3) & 7);
+	s.other &= (int)(*mode & 7);
+	for (size_t off = 4; off < size; off += 8) {
+		uint16_t tag, perm;
+
+		memcpy(&tag, acl + off, 2);
+		tag = le16toh(tag);
+		if (tag == TAG_USER_OBJ)
+			perm = (uint16_t)s.user_obj;
+		else if (tag == TAG_OTHER)
+			perm = (uint16_t)s.other;
+		else if (tag == (s.mask >= 0 ? TAG_MASK : TAG_GROUP_OBJ))
+			perm = (uint16_t)*group_slot;
+		else
+			continue;
+		perm = htole16(perm);
+		memcpy(acl + off + 2, &perm, 2);
+	}
+	*mode = (*mode & ~(mode_t)0777) | (mode_t)(s.user_obj << 6) | (mode_t)(*group_slot << 3) | (mode_t)s.other;
+	if (s.extended) {
+		init->access = acl;
+		init->access_size = size;
+	} else {
+		free(acl);
+	}
+	return 0;
+}
+
+int ubtf_acl_inherit(fuse_req_t req, ubt_fs *fs, ubt_ino parent, mode_t *mode, struct ubtf_acl_init *init)
+{
+	unsigned char *dflt = NULL;
+	ssize_t size;
+	int ret = 0;
+
+	memset(init, 0, sizeof(*init));
+	if (S_ISLNK(*mode))
+		return 0; /* symlinks have no ACLs, and their mode is 0777 */
+	size = ubt_getxattr(fs, parent, NAME_DEFAULT, NULL, 0);
+	if (size == -ENODATA || size == 0) {
+		/* No default ACL: the umask applies, as the kernel applies it elsewhere. */
+		*mode &= ~(mode_t)(fuse_req_ctx(req)->umask & 0777);
+		return 0;
+	}
+	if (size < 0)
+		return (int)size;
+	dflt = malloc((size_t)size);
+	if (!dflt)
+		return -ENOMEM;
+	size = ubt_getxattr(fs, parent, NAME_DEFAULT, dflt, (size_t)size);
+	if (size < 0) {
+		ret = (int)size; /* -ERANGE if it grew meanwhile: the caller's request fails, retryable */
+		goto out;
+	}
+	ret = acl_from_default(dflt, (size_t)size, mode, init);
+	if (ret)
+		goto out;
+	if (S_ISDIR(*mode)) {
+		init->dflt = dflt;
+		init->dflt_size = (size_t)size;
+		dflt = NULL;
+	}
+out:
+	free(dflt);
+	if (ret)
+		ubtf_acl_init_free(init);
+	return ret;
+}
+
+int ubtf_acl_apply(ubt_fs *fs, ubt_ino ino, const struct ubtf_acl_init *init)
+{
+	int ret = 0;
+
+	if (init->access)
+		ret = ubt_setxattr(fs, ino, NAME_ACCESS, init->access, init->access_size, 0);
+	if (!ret && init->dflt)
+		ret = ubt_setxattr(fs, ino, NAME_DEFAULT, init->dflt, init->dflt_size, 0);
+	return ret;
 }

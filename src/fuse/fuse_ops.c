@@ -9,7 +9,8 @@
  * and returned by the kernel's forget (ubt_forget). A reply the kernel never receives gives its
  * reference back at once. Open files hold their own reference (ubt_open .. ubt_close).
  *
- * Read-write mounts: the kernel applies the umask (FUSE_CAP_DONT_MASK is off), checks
+ * Read-write mounts: the kernel applies the umask (FUSE_CAP_DONT_MASK is off; with -o acl it is
+ * on and new inodes get the umask or their directory's default ACL in acl.c), checks
  * permissions (default_permissions) and clears set-id bits itself (FUSE_CAP_HANDLE_KILLPRIV is
  * off); O_TRUNC arrives in open (FUSE_CAP_ATOMIC_O_TRUNC) and is done here with ubt_setattr.
  * POSIX ACL xattrs arrive as plain setxattr requests: acl.c keeps the mode bits in step.
@@ -84,8 +85,17 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * -o acl: the kernel checks access ACLs too (with default_permissions) and keeps the mode in
 	 * step when an ACL is set; the ACL xattrs are stored as btrfs stores them (acl.c).
 	 */
-	if (((struct ubtf_ctx *)userdata)->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+	if (((struct ubtf_ctx *)userdata)->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
+		/*
+		 * Default ACLs are inherited here (acl.c), which needs the mode as asked for: the
+		 * kernel then leaves the umask to us (DONT_MASK) and sends it with each request.
+		 */
 		conn->want |= FUSE_CAP_POSIX_ACL;
+		if (conn->capable & FUSE_CAP_DONT_MASK) {
+			conn->want |= FUSE_CAP_DONT_MASK;
+			((struct ubtf_ctx *)userdata)->acl_active = true;
+		}
+	}
 	/*
 	 * Fewer, larger requests: writes of up to 1 MiB (the kernel then negotiates max_pages) and
 	 * 1 MiB of readahead, instead of 128 KiB each.
@@ -614,6 +624,44 @@ static int new_owner(struct ubtf_ctx *ctx, fuse_req_t req, fuse_ino_t parent, mo
 	return 0;
 }
 
+/*
+ * new_owner, and with -o acl the final mode and the ACLs a new inode inherits from @parent
+ * (ubtf_acl_inherit; @init is empty otherwise).
+ */
+static int new_inode_attrs(struct ubtf_ctx *ctx, fuse_req_t req, fuse_ino_t parent, mode_t *mode,
+			   uid_t *uid, gid_t *gid, struct ubtf_acl_init *init)
+{
+	int ret;
+
+	memset(init, 0, sizeof(*init));
+	ret = new_owner(ctx, req, parent, mode, uid, gid);
+	if (!ret && ctx->acl_active)
+		ret = ubtf_acl_inherit(req, ctx->fs, parent, mode, init);
+	return ret;
+}
+
+/*
+ * Store the inherited ACLs on the new inode @ino, named @name in @parent. If that fails, the
+ * inode is removed again and the request fails: no inode is left with less protection than
+ * its directory asked for. Returns @ret when it is already an error.
+ */
+static int new_inode_acls(struct ubtf_ctx *ctx, fuse_ino_t parent, const char *name, ubt_ino ino,
+			  const struct ubtf_acl_init *init, int ret)
+{
+	if (ret || (!init->access && !init->dflt))
+		return ret;
+	ret = ubtf_acl_apply(ctx->fs, ino, init);
+	if (ret) {
+		int undo = init->dflt ? ubt_rmdir(ctx->fs, parent, name) : ubt_unlink(ctx->fs, parent, name);
+
+		if (undo)
+			ubtf_err("%s: inherited ACL not stored (%s) and the new entry not removed (%s)", name,
+				 ubt_strerror(ret), ubt_strerror(undo));
+		ubt_forget(ctx->fs, ino, 1);
+	}
+	return ret;
+}
+
 /* Reply to a creating request whose library call returned @ret and, on success, one reference. */
 static void reply_new_entry(fuse_req_t req, const char *op, int ret, ubt_ino ino,
 			    const struct stat *st)
@@ -634,21 +682,26 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		     dev_t rdev)
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
+	struct ubtf_acl_init init;
 	struct stat st;
 	ubt_ino ino = 0;
 	uid_t uid;
 	gid_t gid;
 	int ret;
 
-	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
-	if (!ret)
+	ret = new_inode_attrs(ctx, req, parent, &mode, &uid, &gid, &init);
+	if (!ret) {
 		ret = ubt_mknod(ctx->fs, parent, name, mode, rdev, uid, gid, &ino, &st);
+		ret = new_inode_acls(ctx, parent, name, ino, &init, ret);
+	}
+	ubtf_acl_init_free(&init);
 	reply_new_entry(req, "mknod", ret, ino, &st);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
+	struct ubtf_acl_init init;
 	struct stat st;
 	ubt_ino ino = 0;
 	uid_t uid;
@@ -656,9 +709,12 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	int ret;
 
 	mode = S_IFDIR | (mode & 07777); /* the kernel sends the permission bits only */
-	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
-	if (!ret)
+	ret = new_inode_attrs(ctx, req, parent, &mode, &uid, &gid, &init);
+	if (!ret) {
 		ret = ubt_mkdir(ctx->fs, parent, name, mode, uid, gid, &ino, &st);
+		ret = new_inode_acls(ctx, parent, name, ino, &init, ret);
+	}
+	ubtf_acl_init_free(&init);
 	reply_new_entry(req, "mkdir", ret, ino, &st);
 }
 
@@ -698,6 +754,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct ubtf_ctx *ctx = req_ctx(req);
 	struct fuse_entry_param e;
+	struct ubtf_acl_init init;
 	struct stat st;
 	ubt_file *f = NULL;
 	ubt_ino ino = 0;
@@ -706,10 +763,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	int ret;
 
 	mode = S_IFREG | (mode & 07777);
-	ret = new_owner(ctx, req, parent, &mode, &uid, &gid);
+	ret = new_inode_attrs(ctx, req, parent, &mode, &uid, &gid, &init);
 	if (ret)
 		goto fail;
 	ret = ubt_mknod(ctx->fs, parent, name, mode, 0, uid, gid, &ino, &st);
+	if (!ret) {
+		ret = new_inode_acls(ctx, parent, name, ino, &init, ret);
+		if (ret)
+			ino = 0; /* removed and forgotten */
+	}
+	ubtf_acl_init_free(&init);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
 		ret = ubt_lookup(ctx->fs, parent, name, &ino, &st);
 		if (ret)

@@ -30,6 +30,7 @@ struct ubtf_ctx {
 	bool rdonly;
 	bool debug;
 	bool acl;               /* -o acl: the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL) */
+	bool acl_active;        /* ... and the kernel granted it: we get the umask and inherit ACLs */
 	int unmount_ret;        /* result of ubt_unmount() in destroy */
 };
 
@@ -39,6 +40,21 @@ extern const struct fuse_lowlevel_ops ubtf_ops;
 bool ubtf_is_acl_xattr(const char *name);
 int ubtf_set_acl_xattr(fuse_req_t req, ubt_fs *fs, ubt_ino ino, const char *name,
 		       const void *value, size_t size, int flags);
+
+/*
+ * Default ACL inheritance (with acl_active): ubtf_acl_inherit turns the requested mode of a new
+ * inode in @parent into its final mode (the umask when the directory has no default ACL, else
+ * the default ACL's permissions) and fills @init with the ACLs the inode gets: an access ACL
+ * when the default ACL names users or groups, and for a directory the default ACL itself.
+ * ubtf_acl_apply stores them on the new inode; ubtf_acl_init_free releases @init.
+ */
+struct ubtf_acl_init {
+	void *access, *dflt;
+	size_t access_size, dflt_size;
+};
+int ubtf_acl_inherit(fuse_req_t req, ubt_fs *fs, ubt_ino parent, mode_t *mode, struct ubtf_acl_init *init);
+int ubtf_acl_apply(ubt_fs *fs, ubt_ino ino, const struct ubtf_acl_init *init);
+void ubtf_acl_init_free(struct ubtf_acl_init *init);
 
 /* Parsed `ubtrfs mount` command line. */
 struct ubtf_mount_args {
