@@ -39,16 +39,22 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
+/* How a message shows on stderr: not at all, "ubtrfs: MSG", or "ubtrfs: LEVEL: MSG" (library). */
+enum stderr_form { STDERR_NONE, STDERR_PLAIN, STDERR_LEVEL };
+
 /* One message (no trailing newline) to every sink. level as the library's (0 error .. 3 debug). */
-static void log_line(int level, const char *msg)
+static void log_line(int level, enum stderr_form form, const char *msg)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
 	const char *name = names[level < 0 ? 0 : level > 3 ? 3 : level];
 	char line[1400];
 	int n;
 
-	if (log_stderr) {
-		n = snprintf(line, sizeof(line), "ubtrfs: %s\n", msg);
+	if (log_stderr && form != STDERR_NONE) {
+		if (form == STDERR_LEVEL)
+			n = snprintf(line, sizeof(line), "ubtrfs: %s: %s\n", name, msg);
+		else
+			n = snprintf(line, sizeof(line), "ubtrfs: %s\n", msg);
 		write_all(STDERR_FILENO, line, n < 0 ? 0 : (size_t)n >= sizeof(line) ? sizeof(line) - 1 : (size_t)n);
 	}
 	if (log_fd >= 0) {
@@ -73,31 +79,34 @@ static void log_line(int level, const char *msg)
 static void library_sink(int level, const char *line, void *ctx)
 {
 	(void)ctx;
-	log_line(level, line);
+	log_line(level, STDERR_LEVEL, line);
+}
+
+static void log_vline(int level, enum stderr_form form, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_line(level, form, msg);
 }
 
 void ubtf_err(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vline(0, STDERR_PLAIN, fmt, ap);
 	va_end(ap);
-	log_line(0, msg);
 }
 
+/* Not on stderr: a foreground mount stays quiet, as FUSE programs do. */
 void ubtf_note(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vline(2, STDERR_NONE, fmt, ap);
 	va_end(ap);
-	if (log_stderr && log_fd < 0)
-		return; /* a foreground mount stays quiet, as FUSE programs do */
-	log_line(2, msg);
 }
 
 static void crash_handler(int sig)
