@@ -26,6 +26,13 @@ int ubt_api_wop_end(struct wop *op, int ret);
 /* API inode number -> (subvolume root, objectid, subvolume index). -ESTALE. */
 int ubt_api_decode(ubt_fs *fs, ubt_ino ino, struct ubt_root **root, u64 *objectid, u32 *idx);
 void ubt_api_fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u32 idx, u64 objectid, struct stat *st);
+/*
+ * On a read-write mount, correct a stat filled from the inode item with what cached writes not
+ * yet in the tree change: the size, the space, and the times of those writes (a later ctime of
+ * the inode item, from a link or an xattr change, wins). Every reply that carries attributes
+ * goes through this, or the kernel would take an old size from it and cut reads short.
+ */
+void ubt_api_overlay_stat(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat *st);
 /* How new data is written on this mount (compress=, and the inode's own compression flag). */
 struct ubt_write_opts ubt_api_write_opts(const ubt_fs *fs, const struct btrfs_inode_item *ii);
 

@@ -414,8 +414,10 @@ out:
 	if (ret)
 		return ret;
 	ubt_inode_hold(root, objectid, 1);
-	if (st)
+	if (st) {
 		fill_stat(fs, &ii, idx, objectid, st);
+		ubt_api_overlay_stat(fs, root, objectid, st); /* cached writes to the file */
+	}
 	return 0;
 }
 
@@ -1046,6 +1048,31 @@ int ubt_api_decode(ubt_fs *fs, ubt_ino ino, struct ubt_root **root, u64 *objecti
 void ubt_api_fill_stat(ubt_fs *fs, const struct btrfs_inode_item *ii, u32 idx, u64 objectid, struct stat *st)
 {
 	fill_stat(fs, ii, idx, objectid, st);
+}
+
+static bool timespec_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec != b->tv_sec ? a->tv_sec > b->tv_sec : a->tv_nsec > b->tv_nsec;
+}
+
+void ubt_api_overlay_stat(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat *st)
+{
+	struct btrfs_timespec mtime, ctime;
+	u64 size, delalloc;
+	bool times_dirty;
+
+	if (fs->rdonly ||
+	    !ubt_write_overlay(fs->fs_info, root, objectid, &size, &mtime, &ctime, &delalloc, &times_dirty))
+		return;
+	st->st_size = (off_t)size;
+	st->st_blocks += (blkcnt_t)(delalloc >> 9);
+	if (times_dirty) {
+		struct timespec c = ubt_timespec(&ctime);
+
+		st->st_mtim = ubt_timespec(&mtime);
+		if (timespec_after(&c, &st->st_ctim))
+			st->st_ctim = c;
+	}
 }
 
 struct ubt_write_opts ubt_api_write_opts(const ubt_fs *fs, const struct btrfs_inode_item *ii)

@@ -154,18 +154,7 @@ static int getattr_(ubt_fs *fs, struct ubt_root *root, u64 objectid, struct stat
 	if (ret)
 		return ret;
 	fill_stat(fs, &ii, st_ino, st);
-	if (!fs->rdonly) {
-		/* Cached writes not yet in the tree: their size, times and space count already. */
-		struct btrfs_timespec mtime, ctime;
-		u64 size, delalloc;
-
-		if (ubt_write_overlay(fs->fs_info, root, objectid, &size, &mtime, &ctime, &delalloc)) {
-			st->st_size = (off_t)size;
-			st->st_mtim = ubt_timespec(&mtime);
-			st->st_ctim = ubt_timespec(&ctime);
-			st->st_blocks += (blkcnt_t)(delalloc >> 9);
-		}
-	}
+	ubt_api_overlay_stat(fs, root, objectid, st);
 	return 0;
 }
 

@@ -184,7 +184,8 @@ void ubt_inode_state_put(struct ubt_inode_state *st)
 }
 
 bool ubt_write_overlay(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, u64 *size,
-		       struct btrfs_timespec *mtime, struct btrfs_timespec *ctime, u64 *delalloc_bytes)
+		       struct btrfs_timespec *mtime, struct btrfs_timespec *ctime, u64 *delalloc_bytes,
+		       bool *times_dirty)
 {
 	struct ubt_inode_state *st = ubt_inode_state_find(fs_info, root, ino);
 
@@ -195,6 +196,7 @@ bool ubt_write_overlay(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 i
 	*mtime = st->mtime;
 	*ctime = st->ctime;
 	*delalloc_bytes = st->delalloc_bytes;
+	*times_dirty = st->times_dirty;
 	pthread_mutex_unlock(&st->lock);
 	ubt_inode_state_put(st);
 	return true;

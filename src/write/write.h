@@ -42,11 +42,13 @@ struct ubt_inode_state *ubt_inode_state_find(struct ubt_fs_info *fs_info, struct
 void ubt_inode_state_put(struct ubt_inode_state *st);
 
 /*
- * What the cache knows about an inode that the inode item may not say yet: its size and times.
- * Returns true (and fills them) when a state exists.
+ * What the cache knows about an inode that the inode item may not say yet: its size, the bytes
+ * of cached data, and (when @times_dirty) the times of writes not yet in the inode item. Returns
+ * true (and fills them) when a state exists.
  */
 bool ubt_write_overlay(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, u64 *size,
-		       struct btrfs_timespec *mtime, struct btrfs_timespec *ctime, u64 *delalloc_bytes);
+		       struct btrfs_timespec *mtime, struct btrfs_timespec *ctime, u64 *delalloc_bytes,
+		       bool *times_dirty);
 
 /*
  * Buffered write of @len bytes at @off (or at the end when @append) to regular file @ino whose

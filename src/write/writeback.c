@@ -381,7 +381,10 @@ static int finish_ordered(struct ubt_ordered_extent *oe)
 	put_le64(&ii.size, new_disk);
 	if (st->times_dirty) {
 		ii.mtime = st->mtime;
-		ii.ctime = st->ctime;
+		/* A link, rename or xattr change since the write has a later ctime: keep it. */
+		if (le64toh(st->ctime.sec) > le64toh(ii.ctime.sec) ||
+		    (st->ctime.sec == ii.ctime.sec && le32toh(st->ctime.nsec) > le32toh(ii.ctime.nsec)))
+			ii.ctime = st->ctime;
 	}
 	if (st->flags_dirty) {
 		ii.flags = htole64(le64toh(ii.flags) | (st->inode_flags & BTRFS_INODE_NOCOMPRESS));
