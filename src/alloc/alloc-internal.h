@@ -47,6 +47,7 @@ struct ubt_block_group {
 	u64 disk_used;  /* value in the on-disk BLOCK_GROUP_ITEM */
 	u64 super_bytes; /* superblock stripes excluded from the group */
 	bool pending;   /* created in the running transaction: its items are not in the trees yet */
+	bool removing;  /* empty and being removed: nothing is allocated from it any more */
 	struct btrfs_chunk *chunk_item; /* while pending: the chunk item to insert */
 	u32 chunk_item_size;
 	bool fst_bitmaps; /* free space tree uses bitmaps for this group */
@@ -89,6 +90,10 @@ struct ubt_alloc_info {
 	u8 chunk_tree_uuid[BTRFS_UUID_SIZE];
 	u64 dev_total;            /* super.dev_item.total_bytes */
 	struct ubt_rangeset dev_free; /* unallocated physical space of our device */
+	struct ubt_rangeset dev_freed; /* of chunks removed in the running transaction: free after commit */
+	struct ubt_block_group **dead_bgs; /* removed groups, kept until unmount (pointers stay valid) */
+	size_t nr_dead_bgs;
+	u64 next_logical;         /* no chunk is placed below this again while mounted */
 	bool have_pending_bgs;
 
 	struct ubt_rangeset reserved_data; /* data extents allocated, no reference queued yet */
@@ -114,6 +119,15 @@ int ubt_alloc_chunk(struct ubt_fs_info *fs_info, u64 type);
 /* Insert the items of block groups created in this transaction. Returns 1 if it did anything. */
 int ubt_create_pending_bgs(struct ubt_trans_handle *h);
 int ubt_write_bg_items(struct ubt_trans_handle *h);
+/*
+ * Remove block groups that are empty (nothing used, nothing allocated, at most space freed in
+ * this transaction) when the filesystem can do without them: their BLOCK_GROUP_ITEM, free space
+ * tree items, DEV_EXTENTs and CHUNK_ITEM go, the device item's bytes_used drops, and their device
+ * space becomes unallocated once the transaction has committed. Returns 1 if it removed any.
+ */
+int ubt_remove_unused_bgs(struct ubt_trans_handle *h, u64 meta_keep, u64 data_keep);
+/* After a commit: the device space of removed groups is allocatable again. */
+void ubt_bg_commit_done(struct ubt_alloc_info *ai);
 /* Space of a kind: free bytes and total bytes of groups whose flags intersect @type. */
 void ubt_space_of(struct ubt_alloc_info *ai, u64 type, u64 *total, u64 *free, u64 *pinned);
 /* Superblock stripes inside [start, +len) as excluded ranges (added to @out). */
@@ -126,6 +140,8 @@ int ubt_free_space_from_extents(struct ubt_fs_info *fs_info);
 /* On-disk free space tree edits for an extent inserted/deleted in the extent tree. */
 int ubt_fst_remove(struct ubt_trans_handle *h, struct ubt_block_group *bg, u64 start, u64 len);
 int ubt_fst_add(struct ubt_trans_handle *h, struct ubt_block_group *bg, u64 start, u64 len);
+/* Delete every free space tree item of a block group being removed. */
+int ubt_fst_remove_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg);
 /* Insert FREE_SPACE_INFO and the extents of a new block group. */
 int ubt_fst_add_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg);
 /* First fit of @len bytes at or after @hint (wrapping), no 64 KiB stripe crossing when @meta. */

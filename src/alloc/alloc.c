@@ -375,9 +375,27 @@ static int run_delayed_refs(struct ubt_trans_handle *h)
 	return ubt_run_delayed_refs(h);
 }
 
+static u64 global_rsv(struct ubt_fs_info *fs_info, u64 meta_total, u64 meta_used);
+static void meta_space(struct ubt_alloc_info *ai, u64 *total, u64 *free_bytes, u64 *used);
+
 static int commit_prepare(struct ubt_trans_handle *h)
 {
-	return ubt_write_bg_items(h);
+	struct ubt_fs_info *fs_info = h->fs_info;
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	u64 total, free_bytes, used, meta_keep, data_keep;
+	int removed, ret;
+
+	/* Empty groups go, as long as what is reserved (and the global reserve, twice) still fits. */
+	pthread_mutex_lock(&ai->lock);
+	meta_space(ai, &total, &free_bytes, &used);
+	meta_keep = ai->meta_reserved + 2 * global_rsv(fs_info, total, used);
+	data_keep = ai->data_reserved;
+	pthread_mutex_unlock(&ai->lock);
+	removed = ubt_remove_unused_bgs(h, meta_keep, data_keep);
+	if (removed < 0)
+		return removed;
+	ret = ubt_write_bg_items(h);
+	return ret < 0 ? ret : (ret | removed);
 }
 
 static void commit_done(struct ubt_fs_info *fs_info, u64 committed_transid)
@@ -394,6 +412,7 @@ static void commit_done(struct ubt_fs_info *fs_info, u64 committed_transid)
 				ubt_err("pinned extent %llu is already free", (unsigned long long)bg->pinned.r[j].start);
 		rs_free(&bg->pinned);
 	}
+	ubt_bg_commit_done(ai);
 	pthread_mutex_unlock(&ai->lock);
 }
 

@@ -3,7 +3,9 @@
  * every chunk, the superblock stripes each group excludes, writing changed `used` values back at
  * commit, and chunk allocation: a new chunk is placed in unallocated device space and usable at
  * once in memory; its CHUNK_ITEM, DEV_EXTENTs, DEV_ITEM update, BLOCK_GROUP_ITEM and free space
- * tree items are inserted by ubt_create_pending_bgs during the commit's delayed-ref runs.
+ * tree items are inserted by ubt_create_pending_bgs during the commit's delayed-ref runs. And
+ * the reverse: a group left empty is removed at commit (ubt_remove_unused_bgs), so that space
+ * freed by deleting data can hold metadata again, as btrfs's cleaner does it.
  */
 #include <stdlib.h>
 
@@ -70,9 +72,14 @@ void ubt_bg_free_all(struct ubt_alloc_info *ai)
 {
 	for (size_t i = 0; i < ai->nr_bgs; i++)
 		bg_destroy(ai->bgs[i]);
+	for (size_t i = 0; i < ai->nr_dead_bgs; i++)
+		bg_destroy(ai->dead_bgs[i]);
 	free(ai->bgs);
+	free(ai->dead_bgs);
 	ai->bgs = NULL;
-	ai->nr_bgs = ai->cap_bgs = 0;
+	ai->dead_bgs = NULL;
+	ai->nr_bgs = ai->cap_bgs = ai->nr_dead_bgs = 0;
+	rs_free(&ai->dev_freed);
 }
 
 static int add_excluded(struct ubt_rangeset *out, u64 start, u64 len, u64 lo, u64 hi)
@@ -284,7 +291,7 @@ void ubt_space_of(struct ubt_alloc_info *ai, u64 type, u64 *total, u64 *free_byt
 		bool match = (type & BTRFS_BLOCK_GROUP_SYSTEM) ? (bg->flags & BTRFS_BLOCK_GROUP_SYSTEM)
 							       : ((bg->flags & type) && !(bg->flags & BTRFS_BLOCK_GROUP_SYSTEM));
 
-		if (!match)
+		if (!match || bg->removing)
 			continue;
 		*total += bg->length;
 		*free_bytes += bg->free.total;
@@ -355,7 +362,8 @@ int ubt_alloc_chunk(struct ubt_fs_info *fs_info, u64 type)
 	for (size_t i = 0; i < map->nr; i++)
 		logical = ubt_max(logical, map->chunks[i]->logical + map->chunks[i]->length);
 	pthread_rwlock_unlock(&map->lock);
-	logical = ALIGN_UP(ubt_max(logical, SZ_1M), BTRFS_STRIPE_LEN);
+	/* Never below a chunk removed while mounted: cached blocks may still carry its addresses. */
+	logical = ALIGN_UP(ubt_max(ubt_max(logical, SZ_1M), ai->next_logical), BTRFS_STRIPE_LEN);
 
 	isize = btrfs_chunk_item_size(copies);
 	dk = (struct btrfs_disk_key){ htole64(BTRFS_FIRST_CHUNK_TREE_OBJECTID), BTRFS_CHUNK_ITEM_KEY, htole64(logical) };
@@ -409,6 +417,7 @@ int ubt_alloc_chunk(struct ubt_fs_info *fs_info, u64 type)
 	if (ret)
 		goto fail; /* a chunk already mapped stays mapped but unused; the transaction aborts */
 	rs_remove(&ai->dev_free, hole_start, stripe * (u64)copies);
+	ai->next_logical = logical + stripe;
 	if (type & BTRFS_BLOCK_GROUP_SYSTEM) {
 		memcpy(fs_info->super.sys_chunk_array + asize, &dk, sizeof(dk));
 		memcpy(fs_info->super.sys_chunk_array + asize + sizeof(dk), ci, isize);
@@ -552,4 +561,157 @@ int ubt_write_bg_items(struct ubt_trans_handle *h)
 		total_used += ai->bgs[i]->used;
 	fs_info->super.bytes_used = htole64(total_used);
 	return changed;
+}
+
+/* ---- removing empty block groups ---- */
+
+static int del_item(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key, const char *what)
+{
+	struct ubt_path path;
+	int ret;
+
+	ubt_path_init(&path);
+	ret = ubt_search_slot_write(h, root, key, &path, -1);
+	if (ret > 0) {
+		ubt_err("removing block group: %s (%llu %u %llu) is missing", what, (unsigned long long)key->objectid,
+			key->type, (unsigned long long)key->offset);
+		ret = -EUCLEAN;
+	}
+	if (!ret)
+		ret = ubt_del_items(h, root, &path, path.slots[0], 1);
+	ubt_path_release(&path);
+	return ret;
+}
+
+/* Is a tree block of this transaction (dirty, to be written) inside @bg? */
+static bool bg_has_dirty_blocks(struct ubt_fs_info *fs_info, const struct ubt_block_group *bg)
+{
+	for (struct extent_buffer *eb = fs_info->dirty_list; eb; eb = eb->dirty_next)
+		if (eb->start >= bg->start && eb->start < bg->start + bg->length)
+			return true;
+	return false;
+}
+
+/* An empty group the filesystem can do without, or NULL; it is marked removing. ai->lock held. */
+static struct ubt_block_group *pick_unused_bg(struct ubt_fs_info *fs_info, u64 meta_keep, u64 data_keep,
+					      struct ubt_chunk_stripe *stripes, int *nr_stripes)
+{
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+
+	for (size_t i = 0; i < ai->nr_bgs; i++) {
+		struct ubt_block_group *bg = ai->bgs[i];
+		u64 type = bg->flags & (BTRFS_BLOCK_GROUP_DATA | BTRFS_BLOCK_GROUP_METADATA);
+		u64 total, free_bytes, pinned, len;
+		int n;
+
+		if (bg->pending || bg->removing || (bg->flags & BTRFS_BLOCK_GROUP_SYSTEM) || bg->used ||
+		    bg->free.total + bg->pinned.total != bg->length - bg->super_bytes)
+			continue;
+		if (bg->flags & BTRFS_BLOCK_GROUP_PROFILE_MASK & ~BTRFS_BLOCK_GROUP_DUP)
+			continue; /* only what we allocate ourselves: single and dup on this device */
+		/* Keep one group of each kind, and enough free space for what is reserved. */
+		ubt_space_of(ai, type, &total, &free_bytes, &pinned);
+		if (total <= bg->length ||
+		    free_bytes - bg->free.total < ((type & BTRFS_BLOCK_GROUP_METADATA) ? meta_keep : data_keep))
+			continue;
+		n = ubt_chunk_map_stripes(fs_info->chunk_map, bg->start, stripes, 2, &len);
+		if (n < 1 || n > 2 || len != bg->length)
+			continue;
+		for (int s = 0; s < n; s++)
+			if (stripes[s].devid != fs_info->devid)
+				n = 0;
+		if (!n || bg_has_dirty_blocks(fs_info, bg))
+			continue;
+		bg->removing = true;
+		*nr_stripes = n;
+		return bg;
+	}
+	return NULL;
+}
+
+static int remove_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg, const struct ubt_chunk_stripe *stripes,
+		     int nr_stripes)
+{
+	struct ubt_fs_info *fs_info = h->fs_info;
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	struct ubt_key key = { bg->start, BTRFS_BLOCK_GROUP_ITEM_KEY, bg->length };
+	struct ubt_block_group **dead;
+	int ret;
+
+	ret = del_item(h, ai->bg_root, &key, "block group item");
+	if (!ret)
+		ret = ubt_fst_remove_bg(h, bg);
+	for (int i = 0; !ret && i < nr_stripes; i++) {
+		key = (struct ubt_key){ stripes[i].devid, BTRFS_DEV_EXTENT_KEY, stripes[i].offset };
+		ret = del_item(h, &fs_info->dev_root, &key, "device extent");
+	}
+	if (!ret)
+		ret = update_dev_item(h, (u64)0 - bg->length * (u64)nr_stripes);
+	if (!ret) {
+		key = (struct ubt_key){ BTRFS_FIRST_CHUNK_TREE_OBJECTID, BTRFS_CHUNK_ITEM_KEY, bg->start };
+		ret = del_item(h, &fs_info->chunk_root, &key, "chunk item");
+	}
+	if (ret)
+		return ret;
+
+	pthread_mutex_lock(&ai->lock);
+	dead = realloc(ai->dead_bgs, (ai->nr_dead_bgs + 1) * sizeof(*dead));
+	if (dead) {
+		ai->dead_bgs = dead;
+		ai->dead_bgs[ai->nr_dead_bgs++] = bg;
+	}
+	for (size_t i = 0; i < ai->nr_bgs; i++) {
+		if (ai->bgs[i] == bg) {
+			memmove(&ai->bgs[i], &ai->bgs[i + 1], (ai->nr_bgs - i - 1) * sizeof(*ai->bgs));
+			ai->nr_bgs--;
+			break;
+		}
+	}
+	/* The device space is reused only after the commit: the last one still maps this chunk. */
+	for (int i = 0; !ret && i < nr_stripes; i++)
+		ret = rs_add(&ai->dev_freed, stripes[i].offset, bg->length);
+	pthread_mutex_unlock(&ai->lock);
+	if (!dead)
+		ret = -ENOMEM; /* the group stays out of the list, only its memory is lost */
+	if (!ret)
+		ret = ubt_chunk_map_remove(fs_info->chunk_map, bg->start);
+	if (!ret)
+		ubt_info("removed the empty %s block group at %llu (%llu MiB)",
+			 (bg->flags & BTRFS_BLOCK_GROUP_DATA) ? "data" : "metadata", (unsigned long long)bg->start,
+			 (unsigned long long)(bg->length >> 20));
+	return ret;
+}
+
+int ubt_remove_unused_bgs(struct ubt_trans_handle *h, u64 meta_keep, u64 data_keep)
+{
+	struct ubt_fs_info *fs_info = h->fs_info;
+	struct ubt_alloc_info *ai = ainfo(fs_info);
+	int removed = 0;
+
+	if (!ai->fst || ai->mixed || fs_info->memory_only)
+		return 0; /* a v1 space cache would still name the group; mixed groups: not handled */
+	for (;;) {
+		struct ubt_chunk_stripe stripes[2];
+		struct ubt_block_group *bg;
+		int nr_stripes = 0, ret;
+
+		pthread_mutex_lock(&ai->lock);
+		bg = pick_unused_bg(fs_info, meta_keep, data_keep, stripes, &nr_stripes);
+		pthread_mutex_unlock(&ai->lock);
+		if (!bg)
+			return removed;
+		ret = remove_bg(h, bg, stripes, nr_stripes);
+		if (ret)
+			return ret;
+		removed = 1;
+	}
+}
+
+void ubt_bg_commit_done(struct ubt_alloc_info *ai)
+{
+	for (size_t i = 0; i < ai->dev_freed.nr; i++)
+		if (rs_add(&ai->dev_free, ai->dev_freed.r[i].start, ai->dev_freed.r[i].len))
+			ubt_err("device range %llu of a removed chunk is already free",
+				(unsigned long long)ai->dev_freed.r[i].start);
+	rs_free(&ai->dev_freed);
 }

@@ -294,7 +294,7 @@ int ubt_find_free(struct ubt_fs_info *fs_info, u64 type, u64 len, u64 hint, bool
 		struct ubt_block_group *bg = ai->bgs[(first + k) % n];
 		u64 from = bg->start;
 
-		if (!bg_matches(bg, type))
+		if (!bg_matches(bg, type) || bg->removing)
 			continue;
 		if (k == 0 && hint > bg->start)
 			from = ALIGN_DOWN(hint, fs_info->sectorsize);
@@ -546,4 +546,51 @@ int ubt_fst_add_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg)
 	for (size_t i = 0; !ret && i < bg->fst.nr; i++)
 		ret = ins_extent(h, bg->fst.r[i].start, bg->fst.r[i].len);
 	return ret ? ret : finish_update(h, bg);
+}
+
+int ubt_fst_remove_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg)
+{
+	struct ubt_root *root = &h->fs_info->free_space_root;
+	const u64 end = bg->start + bg->length;
+	struct ubt_path path;
+	int ret;
+
+	if (!ainfo(h->fs_info)->fst)
+		return 0;
+	ubt_path_init(&path);
+	/* FREE_SPACE_INFO, EXTENT and BITMAP items of the group all have objectids inside it. */
+	for (;;) {
+		struct ubt_key key = { bg->start, 0, 0 }, k;
+		struct extent_buffer *leaf;
+		int nr = 0;
+
+		ret = ubt_search_ge(root, &key, &path);
+		if (ret < 0)
+			break;
+		if (ret > 0) {
+			ret = 0;
+			break;
+		}
+		ubt_item_key(ubt_path_leaf(&path), ubt_path_slot(&path), &key);
+		ubt_path_release(&path);
+		if (key.objectid >= end)
+			break;
+		ret = ubt_search_slot_write(h, root, &key, &path, -1);
+		if (ret > 0)
+			ret = -EUCLEAN;
+		if (ret < 0)
+			break;
+		leaf = ubt_path_leaf(&path);
+		for (u32 slot = (u32)ubt_path_slot(&path); slot < ubt_eb_nritems(leaf); slot++, nr++) {
+			ubt_item_key(leaf, (int)slot, &k);
+			if (k.objectid >= end)
+				break;
+		}
+		ret = ubt_del_items(h, root, &path, ubt_path_slot(&path), nr);
+		ubt_path_release(&path);
+		if (ret)
+			break;
+	}
+	ubt_path_release(&path);
+	return ret;
 }

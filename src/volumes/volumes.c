@@ -5,6 +5,7 @@
 #include "volumes.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "../util/messages.h"
 
@@ -131,6 +132,42 @@ int ubt_chunk_map_add(struct ubt_chunk_map *map, u64 logical, const struct btrfs
 	map->chunks[idx + 1] = chunk;
 	map->nr++;
 out:
+	pthread_rwlock_unlock(&map->lock);
+	return ret;
+}
+
+int ubt_chunk_map_remove(struct ubt_chunk_map *map, u64 logical)
+{
+	ssize_t idx;
+	int ret = -ENOENT;
+
+	pthread_rwlock_wrlock(&map->lock);
+	idx = chunk_index(map, logical);
+	if (idx >= 0 && map->chunks[idx]->logical == logical) {
+		free(map->chunks[idx]);
+		memmove(&map->chunks[idx], &map->chunks[idx + 1], (map->nr - (size_t)idx - 1) * sizeof(*map->chunks));
+		map->nr--;
+		ret = 0;
+	}
+	pthread_rwlock_unlock(&map->lock);
+	return ret;
+}
+
+int ubt_chunk_map_stripes(struct ubt_chunk_map *map, u64 logical, struct ubt_chunk_stripe *out, int max, u64 *length)
+{
+	ssize_t idx;
+	int ret = -ENOENT;
+
+	pthread_rwlock_rdlock(&map->lock);
+	idx = chunk_index(map, logical);
+	if (idx >= 0 && map->chunks[idx]->logical == logical) {
+		const struct ubt_chunk *c = map->chunks[idx];
+
+		ret = c->num_stripes;
+		for (int i = 0; i < ret && i < max; i++)
+			out[i] = c->stripes[i];
+		*length = c->length;
+	}
 	pthread_rwlock_unlock(&map->lock);
 	return ret;
 }

@@ -42,6 +42,15 @@ void ubt_chunk_map_free(struct ubt_chunk_map *map);
 int ubt_chunk_map_add(struct ubt_chunk_map *map, u64 logical, const struct btrfs_chunk *chunk, size_t item_size,
 		      u32 sectorsize);
 
+/* Drop the chunk that starts at @logical (a removed block group); -ENOENT when there is none. */
+int ubt_chunk_map_remove(struct ubt_chunk_map *map, u64 logical);
+
+/*
+ * Copy the stripes of the chunk starting at @logical (at most @max) and its length; returns the
+ * number of stripes, or -ENOENT.
+ */
+int ubt_chunk_map_stripes(struct ubt_chunk_map *map, u64 logical, struct ubt_chunk_stripe *out, int max, u64 *length);
+
 /* Parse the superblock's sys_chunk_array into @map. */
 int ubt_chunk_map_read_sys_array(struct ubt_chunk_map *map, const struct btrfs_super_block *sb, u32 sectorsize);
 

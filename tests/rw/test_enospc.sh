@@ -8,6 +8,9 @@
 #    deleting every other file and a commit, statfs shows the space back; filling again works;
 #  - metadata: small inline files until ENOSPC; unlink, rmdir and a whole-tree removal still
 #    work on the full filesystem; then it fills again;
+#  - deleted data makes room for metadata: 1 MiB files until ENOSPC, all deleted, then small
+#    inline files fit as many as on a fresh image (the emptied data block groups are removed,
+#    as btrfs's cleaner removes them, and their space is given to metadata chunks);
 # `btrfs check --readonly` after every step. Then the same through a `ubtrfs mount`: dd until
 # "No space left on device", the mount stays writable, rm frees space (df), writing again works,
 # small files until ENOSPC, rm -rf, check.
@@ -112,6 +115,37 @@ EOF
 read -r nsmall2 _ <<<"$(filled)"
 ((nsmall2 * 10 >= nsmall * 9)) && rw_ok "filled again: $nsmall2 small files" || rw_bad "only $nsmall2 small files fit again (first $nsmall)"
 rw_check "$IMG" "metadata full again"
+
+# ---- library, deleted data makes room for metadata ----
+rw_log "=== library: deleted data makes room for metadata"
+rw_mkfs "$IMG" 256M kernel
+chunks() { btrfs inspect-internal dump-tree -t chunk "$IMG" | grep -c "CHUNK_ITEM"; }
+lib "fill with 1 MiB files until ENOSPC, then delete them all" <<'EOF'
+mkdir /big
+fill /big 1048576
+sync
+rmtree /big
+sync
+EOF
+rw_check "$IMG" "data filled and deleted"
+chunks_after=$(chunks)
+lib "small inline files until ENOSPC on the emptied filesystem" <<'EOF'
+mkdir /small
+fill /small 2000
+sync
+EOF
+read -r nsmall3 _ <<<"$(filled)"
+rw_log "$nsmall3 small files (a fresh image took $nsmall); $chunks_after chunks after the deletion"
+((nsmall3 * 10 >= nsmall * 9)) && rw_ok "the space of deleted data holds metadata again: $nsmall3 small files" ||
+	rw_bad "only $nsmall3 small files fit after deleting the data (a fresh image took $nsmall)"
+rw_check "$IMG" "metadata full after the data was deleted"
+rw_kmount "$IMG" "$KMNT"
+n=$(find "$KMNT/small" -type f | wc -l)
+rm -rf "$KMNT/small" && echo kernel >"$KMNT/k" && rw_ok "the kernel lists the $n files, deletes them and writes" ||
+	rw_bad "the kernel could not delete and write"
+rw_kumount "$KMNT"
+((n == nsmall3)) || rw_bad "the kernel sees $n files, not $nsmall3"
+rw_check "$IMG" "after the kernel's changes"
 
 # ---- FUSE ----
 rw_log "=== FUSE"
