@@ -23,21 +23,10 @@
 #include "util/hooks.h"
 #include "write/write-internal.h"
 
+#include "unit_fs.h"
+
 #define CHUNK (512 * 1024)
 #define FILE_SIZE (3 * CHUNK)
-
-static char dir[64], img[128];
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
 
 struct fsync_arg {
 	ubt_file *f;
@@ -74,8 +63,8 @@ static void test_seed_002(void **state)
 	for (size_t i = 2 * CHUNK; i < FILE_SIZE; i++)
 		data[i] = (u8)rand();
 
-	sh("truncate -s 512M %s && mkfs.btrfs -q -f %s >/dev/null 2>&1", img, img);
-	assert_int_equal(ubt_mount(img, &o, &fs), 0);
+	ufs_fresh_image("512M", NULL);
+	fs = ufs_mount(&o);
 	assert_int_equal(ubt_mknod(fs, UBT_ROOT_INO, "file", S_IFREG | 0644, 0, 0, 0, &ino, &stt), 0);
 	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
 	assert_int_equal(ubt_pwrite(f, data, FILE_SIZE, 0), FILE_SIZE);
@@ -138,10 +127,10 @@ static void test_seed_002(void **state)
 	ubt_forget(fs, ino, 1);
 	assert_int_equal(ubt_unmount(fs), 0);
 
-	sh("btrfs check --readonly %s >%s/check.log 2>&1 || { cat %s/check.log; exit 1; }", img, dir, dir);
+	ufs_check_image();
 	/* Two compressed chunks (4 extents of 128 KiB each) and one plain chunk. */
-	sh("test $(btrfs inspect-internal dump-tree -t 5 %s | grep -c 'compression 3') -eq 8", img);
-	assert_int_equal(ubt_mount(img, &o, &fs), 0);
+	ufs_sh("test $(btrfs inspect-internal dump-tree -t 5 %s | grep -c 'compression 3') -eq 8", ufs_img);
+	fs = ufs_mount(&o);
 	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, "file", &ino, NULL), 0);
 	assert_int_equal(ubt_open(fs, ino, O_RDONLY, &f), 0);
 	memset(got, 0, FILE_SIZE);
@@ -150,19 +139,7 @@ static void test_seed_002(void **state)
 	ubt_close(f);
 	ubt_forget(fs, ino, 1);
 	assert_int_equal(ubt_unmount(fs), 0);
-	if (geteuid() == 0) {
-		char path[256];
-		FILE *out;
-
-		snprintf(path, sizeof(path), "%s/model", dir);
-		out = fopen(path, "wb");
-		fwrite(data, 1, FILE_SIZE, out);
-		fclose(out);
-		sh("mkdir -p %s/m && mount -o loop,ro %s %s/m && { cmp %s/m/file %s/model; rc=$?; umount %s/m; exit $rc; }",
-		   dir, img, dir, dir, dir, dir);
-	} else {
-		printf("SKIP kernel comparison: needs root\n");
-	}
+	ufs_kernel_compare("file", data, FILE_SIZE);
 	free(data);
 	free(got);
 }
@@ -170,21 +147,14 @@ static void test_seed_002(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/ubt-cz-XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
-	snprintf(img, sizeof(img), "%s/img", dir);
-	return 0;
+	return ufs_setup("cz");
 }
 
 static int teardown(void **state)
 {
-	char cmd[256];
-
 	(void)state;
 	ubt_hook_disarm_all();
-	snprintf(cmd, sizeof(cmd), "umount %s/m 2>/dev/null; rm -rf %s", dir, dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return ufs_teardown("m");
 }
 
 int main(void)

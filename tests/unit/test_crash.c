@@ -35,6 +35,8 @@
 #include "device/bdev.h"
 #include "fs/fs-internal.h"
 
+#include "unit_fs.h"
+
 #define NFILES 16
 #define MAX_FILE (512 * 1024)
 #define NONE UINT32_MAX
@@ -83,21 +85,9 @@ static u64 rnd_below(u64 n)
 	return n ? rnd() % n : 0;
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
 static void make_image(void)
 {
-	if (sh("rm -f %s && truncate -s 256M %s && mkfs.btrfs -f -q %s >/dev/null 2>&1", image, image, image))
+	if (ufs_run("rm -f %s && truncate -s 256M %s && mkfs.btrfs -f -q %s >/dev/null 2>&1", image, image, image))
 		fail_msg("mkfs.btrfs failed");
 }
 
@@ -398,14 +388,14 @@ static void violation(u32 k, const char *how, const char *fmt, ...)
 	va_end(ap);
 	printf("\n");
 	if (violations++ == 0)
-		sh("cp --sparse=always %s %s/first-violation.img", crashed, tmpdir);
+		ufs_run("cp --sparse=always %s %s/first-violation.img", crashed, tmpdir);
 }
 
 static bool btrfs_check(const char *img)
 {
-	return sh("btrfs check --readonly %s >%s/check.log 2>&1 && ! grep -q -e ERROR -e 'checksum verify failed' "
-		  "%s/check.log",
-		  img, tmpdir, tmpdir) == 0;
+	return ufs_run("btrfs check --readonly %s >%s/check.log 2>&1 && ! grep -q -e ERROR -e 'checksum verify failed' "
+		       "%s/check.log",
+		       img, tmpdir, tmpdir) == 0;
 }
 
 static unsigned compared; /* durable states checked */
@@ -419,7 +409,7 @@ static void verify_image(u32 k, const char *how, bool flushed_only)
 
 	if (!btrfs_check(crashed)) {
 		violation(k, how, "btrfs check failed:");
-		sh("head -30 %s/check.log", tmpdir);
+		ufs_run("head -30 %s/check.log", tmpdir);
 	}
 	ret = ubt_mount(crashed, &ro, &fs);
 	if (ret) {
@@ -657,7 +647,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	if (!violations)
-		sh("rm -rf %s", tmpdir);
+		ufs_run("rm -rf %s", tmpdir);
 	else
 		printf("images kept in %s\n", tmpdir);
 	model_free();

@@ -25,113 +25,9 @@
 #include "util/hooks.h"
 #include "write/write.h"
 
+#include "unit_fs.h"
+
 #define SS 4096u
-
-static char dir[64], img[128];
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
-
-static void fresh_image(const char *size)
-{
-	sh("rm -f %s && truncate -s %s %s && mkfs.btrfs -q -f %s >/dev/null 2>&1", img, size, img, img);
-}
-
-static void check_image(void)
-{
-	sh("btrfs check --readonly %s >%s/check.log 2>&1 || { cat %s/check.log; exit 1; }", img, dir, dir);
-}
-
-static ubt_fs *mount_rw(void)
-{
-	struct ubt_mount_opts o = { 0 };
-	ubt_fs *fs;
-
-	assert_int_equal(ubt_mount(img, &o, &fs), 0);
-	return fs;
-}
-
-static ubt_file *create(ubt_fs *fs, const char *name)
-{
-	ubt_ino ino;
-	struct stat st;
-	ubt_file *f;
-
-	assert_int_equal(ubt_mknod(fs, UBT_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &ino, &st), 0);
-	assert_int_equal(ubt_open(fs, ino, O_RDWR | O_DIRECT, &f), 0);
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static ubt_file *open_existing(ubt_fs *fs, const char *name, int flags)
-{
-	ubt_ino ino;
-	ubt_file *f;
-
-	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, name, &ino, NULL), 0);
-	assert_int_equal(ubt_open(fs, ino, flags, &f), 0);
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static uint64_t file_size(ubt_fs *fs, const char *name)
-{
-	struct stat st;
-	ubt_ino ino;
-
-	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, name, &ino, &st), 0);
-	ubt_forget(fs, ino, 1);
-	return (uint64_t)st.st_size;
-}
-
-/* Read the whole file (buffered, or direct in aligned pieces) and compare with the model. */
-static void check_content(ubt_file *f, const uint8_t *model, size_t size, bool direct)
-{
-	size_t cap = (size + SS) / SS * SS + SS;
-	uint8_t *got = aligned_alloc(SS, cap);
-	ssize_t n = direct ? ubt_pread_direct(f, got, cap, 0) : ubt_pread(f, got, cap, 0);
-
-	assert_int_equal(n, (ssize_t)size);
-	assert_memory_equal(got, model, size);
-	free(got);
-}
-
-/* After unmount: btrfs check, a remount reads @name back, and (root) so does the kernel. */
-static void verify_after_unmount(const char *name, const uint8_t *model, size_t size)
-{
-	ubt_fs *fs;
-	ubt_file *f;
-	char path[256];
-	FILE *out;
-
-	check_image();
-	fs = mount_rw();
-	f = open_existing(fs, name, O_RDONLY);
-	assert_int_equal(file_size(fs, name), size);
-	check_content(f, model, size, false);
-	check_content(f, model, size, true);
-	assert_int_equal(ubt_close(f), 0);
-	assert_int_equal(ubt_unmount(fs), 0);
-	if (geteuid() != 0) {
-		printf("SKIP kernel comparison: needs root\n");
-		return;
-	}
-	snprintf(path, sizeof(path), "%s/model", dir);
-	out = fopen(path, "wb");
-	assert_non_null(out);
-	assert_int_equal(fwrite(model, 1, size, out), size);
-	fclose(out);
-	sh("mkdir -p %s/m && mount -o loop,ro %s %s/m", dir, img, dir);
-	sh("cmp %s/m/%s %s/model; rc=$?; umount %s/m; exit $rc", dir, name, dir, dir);
-}
 
 static void fill(uint8_t *buf, size_t len, unsigned tag)
 {
@@ -151,9 +47,9 @@ static void test_mixed_coherency(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("512M");
-	fs = mount_rw();
-	f = create(fs, "mixed");
+	ufs_fresh_image("512M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "mixed", O_RDWR | O_DIRECT, NULL);
 	for (int op = 0; op < 400; op++) {
 		unsigned kind;
 		size_t off, len;
@@ -210,12 +106,12 @@ static void test_mixed_coherency(void **state)
 	memcpy(model + 6 * SS, buf, 2 * SS);
 	assert_int_equal(ubt_pread(f, got, 5 * SS, 5 * SS), (ssize_t)(5 * SS));
 	assert_memory_equal(got, model + 5 * SS, 5 * SS);
-	check_content(f, model, size, false);
-	check_content(f, model, size, true);
-	assert_int_equal(file_size(fs, "mixed"), size);
+	ufs_check_content(f, model, size, false);
+	ufs_check_content(f, model, size, true);
+	assert_int_equal(ufs_file_size(fs, "mixed"), size);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_after_unmount("mixed", model, size);
+	ufs_verify_image("mixed", model, size, true);
 	free(model);
 	free(buf);
 	free(got);
@@ -232,9 +128,9 @@ static void test_unaligned_fallback(void **state)
 	ubt_ino ino;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "unal");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "unal", O_RDWR | O_DIRECT, NULL);
 	/* Old bytes past a later EOF stay on disk in the old extent: they must never show again. */
 	memset(buf, 'x', sizeof(buf));
 	assert_int_equal(ubt_pwrite_direct(f, buf, 3 * SS, 0), (ssize_t)(3 * SS));
@@ -258,10 +154,10 @@ static void test_unaligned_fallback(void **state)
 	/* Unaligned direct reads. */
 	assert_int_equal(ubt_pread_direct(f, got, 3000, 4001), 3000);
 	assert_memory_equal(got, model + 4001, 3000);
-	check_content(f, model, 4 * SS + 130, true);
+	ufs_check_content(f, model, 4 * SS + 130, true);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_after_unmount("unal", model, 4 * SS + 130);
+	ufs_verify_image("unal", model, 4 * SS + 130, true);
 }
 
 /* ---- seed 003: the source runs short part-way ---- */
@@ -296,9 +192,9 @@ static void test_short_source_retry(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "short");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "short", O_RDWR | O_DIRECT, NULL);
 	/* Old data under half of the writes (overwrite), nothing under the other half (extension). */
 	memset(model, 'o', nn * len);
 	assert_int_equal(ubt_pwrite(f, model, nn * len, 0), (ssize_t)(nn * len));
@@ -325,10 +221,10 @@ static void test_short_source_retry(void **state)
 		}
 	}
 	size = 2 * nn * len;
-	check_content(f, model, size, true);
+	ufs_check_content(f, model, size, true);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_after_unmount("short", model, size);
+	ufs_verify_image("short", model, size, true);
 	free(model);
 	free(buf);
 }
@@ -345,9 +241,9 @@ static void test_zero_length_remainder(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "zero");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "zero", O_RDWR | O_DIRECT, NULL);
 	memset(model, 'o', nn * len);
 	assert_int_equal(ubt_pwrite(f, model, nn * len, 0), (ssize_t)(nn * len));
 	assert_int_equal(ubt_fsync(f, 0), 0);
@@ -380,14 +276,14 @@ static void test_zero_length_remainder(void **state)
 		ubt_hook_disarm("direct.copy");
 		memcpy(model + size, buf, SS);
 		size += SS;
-		assert_int_equal(file_size(fs, "zero"), size);
+		assert_int_equal(ufs_file_size(fs, "zero"), size);
 	}
-	check_content(f, model, size, true);
-	check_content(f, model, size, false);
+	ufs_check_content(f, model, size, true);
+	ufs_check_content(f, model, size, false);
 	assert_int_equal(ubt_fsync(f, 0), 0); /* a short source is no I/O error */
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_after_unmount("zero", model, size);
+	ufs_verify_image("zero", model, size, true);
 	free(model);
 	free(buf);
 }
@@ -405,9 +301,9 @@ static void test_io_error_midway(void **state)
 
 	(void)state;
 	alarm(120); /* nothing may wait forever: the test dies instead of hanging */
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "ioerr");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "ioerr", O_RDWR | O_DIRECT, NULL);
 	memset(model, 'o', 2 * len);
 	assert_int_equal(ubt_pwrite_direct(f, model, 2 * len, 0), (ssize_t)(2 * len));
 	assert_int_equal(ubt_fsync(f, 0), 0);
@@ -419,13 +315,13 @@ static void test_io_error_midway(void **state)
 	assert_int_equal(ubt_hook_hits("direct.submit"), 2);
 	ubt_hook_disarm("direct.copy");
 	ubt_hook_disarm("direct.submit");
-	check_content(f, model, 2 * len, true); /* old data, also the submitted prefix */
+	ufs_check_content(f, model, 2 * len, true); /* old data, also the submitted prefix */
 	/* Extending: a failed write past EOF does not grow the file. */
 	fail.skip = 0;
 	assert_int_equal(ubt_hook_arm("direct.submit", &fail), 0);
 	assert_int_equal(ubt_pwrite_direct(f, buf, len, 2 * len), -EIO);
 	ubt_hook_disarm("direct.submit");
-	assert_int_equal(file_size(fs, "ioerr"), 2 * len);
+	assert_int_equal(ufs_file_size(fs, "ioerr"), 2 * len);
 	/* The error reaches fsync once; sync and unmount finish. */
 	assert_int_equal(ubt_fsync(f, 0), -EIO);
 	assert_int_equal(ubt_fsync(f, 0), 0);
@@ -437,10 +333,10 @@ static void test_io_error_midway(void **state)
 	assert_int_equal(ubt_unmount(fs), 0);
 	alarm(0);
 	/* No file extent for the failed range: exactly the old extent and the later one are there. */
-	sh("btrfs inspect-internal dump-tree -t 5 %s | grep -c 'EXTENT_DATA' | grep -qx 2 || "
-	   "{ btrfs inspect-internal dump-tree -t 5 %s | grep -A4 EXTENT_DATA; exit 1; }",
-	   img, img);
-	verify_after_unmount("ioerr", model, 3 * len);
+	ufs_sh("btrfs inspect-internal dump-tree -t 5 %s | grep -c 'EXTENT_DATA' | grep -qx 2 || "
+	       "{ btrfs inspect-internal dump-tree -t 5 %s | grep -A4 EXTENT_DATA; exit 1; }",
+	       ufs_img, ufs_img);
+	ufs_verify_image("ioerr", model, 3 * len, true);
 	free(model);
 	free(buf);
 }
@@ -464,13 +360,13 @@ static void test_fault_and_enospc(void **state)
 
 	(void)state;
 	memset(buf, 0x5a, 1 << 20);
-	fresh_image("200M");
-	fs = mount_rw();
-	f = create(fs, "fill");
+	ufs_fresh_image("200M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "fill", O_RDWR | O_DIRECT, NULL);
 	assert_int_equal(ubt_hook_arm("direct.copy", &spec), 0);
 	assert_int_equal(ubt_pwrite_direct(f, buf, 1 << 20, 0), -EFAULT);
 	ubt_hook_disarm("direct.copy");
-	assert_int_equal(file_size(fs, "fill"), 0);
+	assert_int_equal(ufs_file_size(fs, "fill"), 0);
 	for (i = 0; i < 400; i++) {
 		n = ubt_pwrite_direct(f, buf, 1 << 20, (uint64_t)i << 20);
 		if (n < 0)
@@ -480,31 +376,24 @@ static void test_fault_and_enospc(void **state)
 	assert_int_equal(n, -ENOSPC); /* up front: nothing of that write happened */
 	printf("ENOSPC after %d MiB\n", i);
 	assert_true(i > 100);
-	assert_int_equal(file_size(fs, "fill"), (uint64_t)i << 20);
+	assert_int_equal(ufs_file_size(fs, "fill"), (uint64_t)i << 20);
 	assert_int_equal(ubt_fsync(f, 0), 0);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
+	ufs_check_image();
 	free(buf);
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/ubt-dio-XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
-	snprintf(img, sizeof(img), "%s/img", dir);
-	return 0;
+	return ufs_setup("dio");
 }
 
 static int teardown(void **state)
 {
-	char cmd[256];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "umount %s/m 2>/dev/null; rm -rf %s", dir, dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return ufs_teardown("m");
 }
 
 int main(void)

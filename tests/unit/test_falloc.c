@@ -26,6 +26,8 @@
 
 #include <ubtrfs.h>
 
+#include "unit_fs.h"
+
 #define FL_COMPR 0x4u
 #define FL_IMMUTABLE 0x10u
 #define FL_APPEND 0x20u
@@ -35,55 +37,26 @@
 #define MAX_FILE (2u << 20)
 #define NFILES 3
 
-static char tmpdir[256], image[300], mnt[300];
+static char mnt[300];
 static ubt_fs *fs;
 static bool kernel_ok;
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	ret = system(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 static uint64_t rng_state;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+static uint64_t rng(void) { return ufs_xorshift(&rng_state); }
 static uint64_t rnd(uint64_t n) { return n ? rng() % n : 0; }
-
-static void fresh_image(const char *extra)
-{
-	assert_int_equal(run("rm -f %s && truncate -s 512M %s && mkfs.btrfs -q -f %s %s >/dev/null 2>&1", image, image,
-			     extra, image),
-			 0);
-}
 
 static void mount_lib(unsigned flags)
 {
 	struct ubt_mount_opts o = { .flags = flags };
 
-	assert_int_equal(ubt_mount(image, &o, &fs), 0);
+	fs = ufs_mount(&o);
 }
 
 static void unmount_check(void)
 {
 	assert_int_equal(ubt_unmount(fs), 0);
 	fs = NULL;
-	assert_int_equal(run("btrfs check --readonly %s >%s/check.log 2>&1 || { cat %s/check.log; false; }", image,
-			     tmpdir, tmpdir),
-			 0);
+	ufs_check_image();
 }
 
 static ubt_ino create(ubt_ino dir, const char *name, struct stat *st)
@@ -115,7 +88,7 @@ static int dump_extents(const char *tree, uint64_t objectid, struct fx *out, int
 	int n = -1;
 	bool mine = false;
 
-	snprintf(cmd, sizeof(cmd), "btrfs inspect-internal dump-tree -t %s %s 2>/dev/null", tree, image);
+	snprintf(cmd, sizeof(cmd), "btrfs inspect-internal dump-tree -t %s %s 2>/dev/null", tree, ufs_img);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -157,7 +130,7 @@ static bool kernel_mount(void)
 {
 	if (!kernel_ok)
 		return false;
-	if (run("mount -o loop,ro %s %s", image, mnt) != 0) {
+	if (ufs_run("mount -o loop,ro %s %s", ufs_img, mnt) != 0) {
 		print_message("kernel comparison skipped (loop mount failed)\n");
 		return false;
 	}
@@ -256,7 +229,7 @@ static void random_modes(const char *mkfs_opts)
 
 	rng_state = seed | 1;
 	print_message("mkfs '%s', seed 0x%llx, %d operations\n", mkfs_opts, (unsigned long long)seed, nops);
-	fresh_image(mkfs_opts);
+	ufs_fresh_image("512M", mkfs_opts);
 	mount_lib(0);
 	for (int i = 0; i < NFILES; i++) {
 		struct mfile *m = &files[i];
@@ -338,7 +311,7 @@ static void random_modes(const char *mkfs_opts)
 	if (kernel_mount()) {
 		for (int i = 0; i < NFILES; i++)
 			kernel_compare(files[i].name, files[i].data, files[i].size);
-		run("umount %s", mnt);
+		ufs_run("umount %s", mnt);
 	}
 	for (int i = 0; i < NFILES; i++)
 		free(files[i].data);
@@ -370,7 +343,7 @@ static void test_prealloc_split(void **state)
 	int n;
 
 	(void)state;
-	fresh_image("");
+	ufs_fresh_image("512M", "");
 	mount_lib(0);
 	ino = create(UBT_ROOT_INO, "p", &st);
 	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
@@ -434,8 +407,8 @@ static void test_prealloc_split(void **state)
 	unmount_check();
 	if (kernel_mount()) {
 		kernel_compare("p", data, 1 << 20);
-		assert_int_equal(run("[ \"$(stat -c %%b %s/p)\" = %d ]", mnt, ((1 << 20) + 64 * 1024) / 512), 0);
-		run("umount %s", mnt);
+		assert_int_equal(ufs_run("[ \"$(stat -c %%b %s/p)\" = %d ]", mnt, ((1 << 20) + 64 * 1024) / 512), 0);
+		ufs_run("umount %s", mnt);
 	}
 	free(data);
 }
@@ -454,7 +427,7 @@ static void test_nocow(void **state)
 	int n;
 
 	(void)state;
-	fresh_image("");
+	ufs_fresh_image("512M", "");
 	mount_lib(0);
 	ino = create(UBT_ROOT_INO, "n", &st);
 	assert_int_equal(ubt_set_flags(fs, ino, FL_NOCOW), 0);
@@ -475,8 +448,8 @@ static void test_nocow(void **state)
 	n = dump_extents("5", st.st_ino, fx2, 16);
 	assert_int_equal(n, 1);
 	assert_memory_equal(&fx[0], &fx2[0], sizeof(fx[0]));
-	assert_int_equal(run("btrfs inspect-internal dump-tree -t csum %s 2>/dev/null | grep -q 'EXTENT_CSUM %llu'",
-			     image, (unsigned long long)fx[0].disk),
+	assert_int_equal(ufs_run("btrfs inspect-internal dump-tree -t csum %s 2>/dev/null | grep -q 'EXTENT_CSUM %llu'",
+				 ufs_img, (unsigned long long)fx[0].disk),
 			 1);
 	assert_int_equal(ubt_pread(f, buf, sz, 0), (ssize_t)sz);
 	assert_memory_equal(buf, data, sz);
@@ -490,8 +463,8 @@ static void test_nocow(void **state)
 		goto out;
 	}
 	/* The kernel snapshots the subvolume: the extent is now shared through the snapshot. */
-	assert_int_equal(run("mount -o loop %s %s && btrfs -q subvolume snapshot %s %s/snap && umount %s", image, mnt,
-			     mnt, mnt, mnt),
+	assert_int_equal(ufs_run("mount -o loop %s %s && btrfs -q subvolume snapshot %s %s/snap && umount %s", ufs_img,
+				 mnt, mnt, mnt, mnt),
 			 0);
 	memcpy(old, data, fsz);
 	mount_lib(0);
@@ -518,7 +491,7 @@ static void test_nocow(void **state)
 	if (kernel_mount()) {
 		kernel_compare("n", data, fsz);
 		kernel_compare("snap/n", old, fsz);
-		run("umount %s", mnt);
+		ufs_run("umount %s", mnt);
 	}
 out:
 	free(data);
@@ -536,7 +509,7 @@ static void test_flags(void **state)
 	unsigned fl;
 
 	(void)state;
-	fresh_image("");
+	ufs_fresh_image("512M", "");
 	mount_lib(0);
 	assert_int_equal(ubt_mkdir(fs, UBT_ROOT_INO, "dc", 0755, 0, 0, &d, &st), 0);
 	assert_int_equal(ubt_set_flags(fs, d, FL_NOCOW), 0);
@@ -639,20 +612,18 @@ static void test_flags(void **state)
 		assert_int_equal(kernel_flags("app"), FL_APPEND);
 		assert_int_equal(kernel_flags("mount-nocow"), FL_NOCOW);
 		kernel_compare("app", (const uint8_t *)"abcdef", 6);
-		run("umount %s", mnt);
+		ufs_run("umount %s", mnt);
 	}
 }
 
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ubt-falloc-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (ufs_setup("falloc"))
 		return -1;
-	snprintf(image, sizeof(image), "%s/img", tmpdir);
-	snprintf(mnt, sizeof(mnt), "%s/mnt", tmpdir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", ufs_dir);
 	mkdir(mnt, 0755);
-	kernel_ok = getuid() == 0 && run("grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null") == 0;
+	kernel_ok = getuid() == 0 && ufs_run("grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null") == 0;
 	if (!kernel_ok)
 		print_message("kernel comparison skipped (needs root and btrfs in the kernel)\n");
 	return 0;
@@ -663,7 +634,7 @@ static int group_teardown(void **state)
 	(void)state;
 	if (fs)
 		ubt_unmount(fs);
-	run("umount %s 2>/dev/null; rm -rf %s", mnt, tmpdir);
+	ufs_teardown("mnt");
 	return 0;
 }
 

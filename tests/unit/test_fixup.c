@@ -29,102 +29,10 @@
 #include "util/hooks.h"
 #include "write/write-internal.h"
 
+#include "unit_fs.h"
+
 #define PG 4096u
 #define WAIT_MS 10000
-
-static char dir[64], img[128];
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
-
-static void fresh_image(const char *size)
-{
-	sh("rm -f %s && truncate -s %s %s && mkfs.btrfs -q -f %s >/dev/null 2>&1", img, size, img, img);
-}
-
-static void check_image(void)
-{
-	sh("btrfs check --readonly %s >%s/check.log 2>&1 || { cat %s/check.log; exit 1; }", img, dir, dir);
-}
-
-static ubt_fs *mount_rw(void)
-{
-	struct ubt_mount_opts o = { 0 };
-	ubt_fs *fs;
-
-	assert_int_equal(ubt_mount(img, &o, &fs), 0);
-	return fs;
-}
-
-static ubt_file *create(ubt_fs *fs, const char *name, ubt_ino *inop)
-{
-	ubt_ino ino;
-	struct stat st;
-	ubt_file *f;
-
-	assert_int_equal(ubt_mknod(fs, UBT_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &ino, &st), 0);
-	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
-	if (inop)
-		*inop = ino;
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static ubt_file *open_existing(ubt_fs *fs, const char *name, int flags)
-{
-	ubt_ino ino;
-	ubt_file *f;
-
-	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, name, &ino, NULL), 0);
-	assert_int_equal(ubt_open(fs, ino, flags, &f), 0);
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static void check_content(ubt_file *f, const u8 *model, size_t size)
-{
-	u8 *got = malloc(size + PG);
-	ssize_t n = ubt_pread(f, got, size + PG, 0);
-
-	assert_int_equal(n, (ssize_t)size);
-	assert_memory_equal(got, model, size);
-	free(got);
-}
-
-/* After unmount: check, remount and compare, then the kernel's view (as root). */
-static void verify_image(const char *name, const u8 *model, size_t size)
-{
-	ubt_fs *fs;
-	ubt_file *f;
-	FILE *out;
-	char path[256];
-
-	check_image();
-	fs = mount_rw();
-	f = open_existing(fs, name, O_RDONLY);
-	check_content(f, model, size);
-	assert_int_equal(ubt_close(f), 0);
-	assert_int_equal(ubt_unmount(fs), 0);
-	if (geteuid() != 0) {
-		printf("SKIP kernel comparison: needs root\n");
-		return;
-	}
-	snprintf(path, sizeof(path), "%s/model", dir);
-	out = fopen(path, "wb");
-	assert_non_null(out);
-	assert_int_equal(fwrite(model, 1, size, out), size);
-	fclose(out);
-	sh("mkdir -p %s/m && mount -o loop,ro %s %s/m", dir, img, dir);
-	sh("cmp %s/m/%s %s/model; rc=$?; umount %s/m; exit $rc", dir, name, dir, dir);
-}
 
 static struct ubt_write_info *wi_of(ubt_fs *fs)
 {
@@ -156,7 +64,7 @@ static void fill(u8 *p, size_t n, unsigned seed)
 /* A file @name of @size pattern bytes, on disk (fsync'ed). */
 static ubt_file *make_file(ubt_fs *fs, const char *name, u8 *model, size_t size, ubt_ino *ino)
 {
-	ubt_file *f = create(fs, name, ino);
+	ubt_file *f = ufs_create(fs, name, O_RDWR, ino);
 
 	fill(model, size, 1);
 	assert_int_equal(ubt_pwrite(f, model, size, 0), (ssize_t)size);
@@ -188,8 +96,8 @@ static void test_mapped_write_persists(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "mapped", model, size, NULL);
 	arm_count("fixup.before_run");
 	/* Two pages of the middle, and the EOF page with bytes past EOF (dropped). */
@@ -208,16 +116,16 @@ static void test_mapped_write_persists(void **state)
 	memset(model + 16 * PG + 50, 0xb2, 50);
 	assert_int_equal(ubt_msync(f, map, 3 * PG), 0);
 	/* Dirty in the cache, no delalloc: readers see it already. */
-	check_content(f, model, size);
+	ufs_check_content(f, model, size, false);
 	assert_int_equal(ubt_munmap(f, map, 3 * PG), 0);
 	assert_int_equal(ubt_fsync(f, 0), 0);
 	assert_true(ubt_hook_hits("fixup.before_run") >= 1);
 	assert_int_equal(nr_dirty(fs), 0);
-	check_content(f, model, size);
+	ufs_check_content(f, model, size, false);
 	ubt_hook_disarm("fixup.before_run");
 
 	/* A second file changed only through a mapping, never fsync'ed: unmount writes it. */
-	g = create(fs, "unsynced", NULL);
+	g = ufs_create(fs, "unsynced", O_RDWR, NULL);
 	assert_int_equal(ubt_pwrite(g, model2, 3 * PG, 0), 3 * PG);
 	map = ubt_mmap(g, 0, 3 * PG);
 	assert_non_null(map);
@@ -228,8 +136,8 @@ static void test_mapped_write_persists(void **state)
 
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_image("mapped", model, size);
-	verify_image("unsynced", model2, 3 * PG);
+	ufs_verify_image("mapped", model, size, false);
+	ufs_verify_image("unsynced", model2, 3 * PG, false);
 	free(model);
 	free(model2);
 }
@@ -247,8 +155,8 @@ static void test_evict_in_window(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "evict", model, size, NULL);
 	arm_pause("fixup.before_run");
 	map = ubt_mmap(f, 2 * PG, PG);
@@ -288,10 +196,10 @@ static void test_evict_in_window(void **state)
 	assert_int_equal(nr_dirty(fs), 0);
 	ubt_page_cache_evict(wi_of(fs)->cache, UBT_EVICT_ALL);
 	ubt_hook_disarm("cache.evict_now");
-	check_content(f, model, size); /* from disk now */
+	ufs_check_content(f, model, size, false); /* from disk now */
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_image("evict", model, size);
+	ufs_verify_image("evict", model, size, false);
 	free(model);
 }
 
@@ -328,8 +236,8 @@ static void test_truncate_races_fixup(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "trunc", model, size, &ino);
 	arm_pause("fixup.before_run");
 	arm_count("fixup.page_gone");
@@ -366,10 +274,10 @@ static void test_truncate_races_fixup(void **state)
 	assert_int_equal(nr_dirty(fs), 0);
 	assert_int_equal(ubt_getattr(fs, ino, &st), 0);
 	assert_int_equal(st.st_size, new_size);
-	check_content(f, model, (size_t)new_size);
+	ufs_check_content(f, model, (size_t)new_size, false);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_image("trunc", model, (size_t)new_size);
+	ufs_verify_image("trunc", model, (size_t)new_size, false);
 	free(model);
 }
 
@@ -386,8 +294,8 @@ static void test_fixup_enospc(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "nospc", model, size, NULL);
 	assert_int_equal(ubt_hook_arm("fixup.reserve", &fail), 0);
 	map = ubt_mmap(f, PG, 2 * PG);
@@ -407,12 +315,12 @@ static void test_fixup_enospc(void **state)
 		ubt_put_page(page);
 	}
 	ubt_inode_state_put(st);
-	check_content(f, model, size); /* the old data, read from disk */
+	ufs_check_content(f, model, size, false); /* the old data, read from disk */
 	assert_int_equal(ubt_fsync(f, 0), 0); /* reported once */
 	assert_int_equal(ubt_sync(fs), 0);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_image("nospc", model, size);
+	ufs_verify_image("nospc", model, size, false);
 	free(model);
 }
 
@@ -428,8 +336,8 @@ static void test_queued_once(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "once", model, size, NULL);
 	arm_pause("fixup.before_run");
 	map = ubt_mmap(f, 0, size);
@@ -476,10 +384,10 @@ static void test_queued_once(void **state)
 	assert_int_equal(ubt_munmap(f, map, size), 0);
 	ubt_inode_state_put(st);
 	assert_int_equal(nr_dirty(fs), 0);
-	check_content(f, model, size);
+	ufs_check_content(f, model, size, false);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	verify_image("once", model, size);
+	ufs_verify_image("once", model, size, false);
 	free(model);
 }
 
@@ -492,14 +400,14 @@ static void test_api_edges(void **state)
 	u8 *map;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
 	f = make_file(fs, "edges", model, sizeof(model), NULL);
 	errno = 0;
 	assert_null(ubt_mmap(f, 100, PG));
 	assert_int_equal(errno, EINVAL);
 	assert_int_equal(ubt_munmap(f, model, PG), -EINVAL);
-	r = open_existing(fs, "edges", O_RDONLY);
+	r = ufs_open_existing(fs, "edges", O_RDONLY);
 	map = ubt_mmap(r, 0, 10);
 	assert_non_null(map);
 	assert_int_equal((uintptr_t)map % PG, 0);
@@ -510,30 +418,23 @@ static void test_api_edges(void **state)
 	assert_int_equal(ubt_msync(r, map, PG), -EBADF);
 	assert_int_equal(ubt_munmap(r, map, PG), -EBADF); /* freed all the same */
 	assert_int_equal(ubt_close(r), 0);
-	check_content(f, model, sizeof(model));
+	ufs_check_content(f, model, sizeof(model), false);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
+	ufs_check_image();
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/ubt-fixup-XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
-	snprintf(img, sizeof(img), "%s/img", dir);
-	return 0;
+	return ufs_setup("fixup");
 }
 
 static int teardown(void **state)
 {
-	char cmd[256];
-
 	(void)state;
 	ubt_hook_disarm_all();
-	snprintf(cmd, sizeof(cmd), "umount %s/m 2>/dev/null; rm -rf %s", dir, dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return ufs_teardown("m");
 }
 
 int main(void)

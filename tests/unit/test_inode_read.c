@@ -26,6 +26,8 @@
 #include "inode/inode.h"
 #include "util/messages.h"
 
+#include "unit_fs.h"
+
 #define BIG_SIZE (1024 * 1024)
 #define BLK 4096
 
@@ -33,28 +35,8 @@ static char tmpdir[256];
 static char srcdir[300];
 static bool have_kernel_image;
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-	char cmd[8192];
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	ret = system(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 static u64 rng_state = 0x9e3779b97f4a7c15ULL;
-static u64 rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+static u64 rng(void) { return ufs_xorshift(&rng_state); }
 
 static void write_file(const char *rel, const void *data, size_t len)
 {
@@ -112,7 +94,7 @@ static int group_setup(void **state)
 	if (!mkdtemp(tmpdir))
 		return -1;
 	snprintf(srcdir, sizeof(srcdir), "%s/src", tmpdir);
-	if (run("mkdir -p %s/sub/deeper && seq 1 300000 | head -c 1048576 > %s/comp.bin", srcdir, srcdir))
+	if (ufs_run("mkdir -p %s/sub/deeper && seq 1 300000 | head -c 1048576 > %s/comp.bin", srcdir, srcdir))
 		return -1;
 
 	write_file("small.txt", "hello world\n", 12);
@@ -123,7 +105,7 @@ static int group_setup(void **state)
 	write_file("inline3000", big + 100, 3000);
 	free(big);
 	/* Sparse: data at 5 MiB and a tail at the end of 10 MiB. */
-	if (run("cd %s && truncate -s 10M sparse && printf 'middle-data' | dd of=sparse bs=1 seek=5242880 "
+	if (ufs_run("cd %s && truncate -s 10M sparse && printf 'middle-data' | dd of=sparse bs=1 seek=5242880 "
 		"conv=notrunc status=none && printf 'tail' | dd of=sparse bs=1 seek=10485756 conv=notrunc "
 		"status=none && truncate -s 3M hole-only",
 		srcdir))
@@ -135,35 +117,35 @@ static int group_setup(void **state)
 	write_file("sub/deeper/leaf", "leaf", 4);
 	memset(buf, 'x', 1000);
 	buf[1000] = '\0';
-	if (run("cd %s && ln -s small.txt link && ln -s %s longlink && setfattr -n user.foo -v bar big.bin && "
+	if (ufs_run("cd %s && ln -s small.txt link && ln -s %s longlink && setfattr -n user.foo -v bar big.bin && "
 		"setfattr -n user.empty -v '' small.txt && setfattr -n user.second -v 0x00ff00 big.bin && "
 		"setfattr -n user.long -v %s sub",
 		srcdir, buf, buf))
 		return -1;
-	if (run("cd %s && truncate -s 256M img && mkfs.btrfs -q -f --rootdir src img >mkfs.log 2>&1", tmpdir))
+	if (ufs_run("cd %s && truncate -s 256M img && mkfs.btrfs -q -f --rootdir src img >mkfs.log 2>&1", tmpdir))
 		return -1;
-	if (run("cd %s && truncate -s 256M img-dup && mkfs.btrfs -q -f -d dup -m dup --rootdir src img-dup "
+	if (ufs_run("cd %s && truncate -s 256M img-dup && mkfs.btrfs -q -f -d dup -m dup --rootdir src img-dup "
 		">>mkfs.log 2>&1",
 		tmpdir))
 		return -1;
 
 	/* Kernel-written image with compression, prealloc and nodatasum (needs root and btrfs). */
 	if (geteuid() == 0 &&
-	    run("cd %s && truncate -s 256M kimg && mkfs.btrfs -q -f kimg >>mkfs.log 2>&1 && mkdir -p mnt && "
+	    ufs_run("cd %s && truncate -s 256M kimg && mkfs.btrfs -q -f kimg >>mkfs.log 2>&1 && mkdir -p mnt && "
 		"mount -o loop,compress-force=zstd kimg mnt 2>/dev/null",
 		tmpdir) == 0) {
-		int r = run("cd %s && cp src/comp.bin mnt/zstd.bin && head -c 1000 /dev/zero > mnt/zstd-inline && "
-			    "sync && mount -o remount,compress-force=lzo mnt && cp src/comp.bin mnt/lzo.bin && "
-			    "sync && mount -o remount,compress-force=zlib mnt && cp src/comp.bin mnt/zlib.bin && "
-			    "yes hello | head -c 3000 > mnt/zlib-inline && "
-			    "dd if=src/odd.bin of=mnt/zstd.bin bs=5000 seek=40 count=1 conv=notrunc status=none && "
-			    "sync && mount -o remount,compress=no mnt && "
-			    "fallocate -l 1M mnt/prealloc && dd if=src/odd.bin of=mnt/prealloc bs=4096 seek=64 "
-			    "count=4 conv=notrunc status=none && "
-			    "touch mnt/nodsum && chattr +C mnt/nodsum && cat src/big.bin > mnt/nodsum && "
-			    "cp mnt/zstd.bin src/zstd.expect && cp mnt/prealloc src/prealloc.expect && sync",
-			    tmpdir);
-		run("umount %s/mnt", tmpdir);
+		int r = ufs_run("cd %s && cp src/comp.bin mnt/zstd.bin && head -c 1000 /dev/zero > mnt/zstd-inline && "
+				"sync && mount -o remount,compress-force=lzo mnt && cp src/comp.bin mnt/lzo.bin && "
+				"sync && mount -o remount,compress-force=zlib mnt && cp src/comp.bin mnt/zlib.bin && "
+				"yes hello | head -c 3000 > mnt/zlib-inline && "
+				"dd if=src/odd.bin of=mnt/zstd.bin bs=5000 seek=40 count=1 conv=notrunc status=none && "
+				"sync && mount -o remount,compress=no mnt && "
+				"fallocate -l 1M mnt/prealloc && dd if=src/odd.bin of=mnt/prealloc bs=4096 seek=64 "
+				"count=4 conv=notrunc status=none && "
+				"touch mnt/nodsum && chattr +C mnt/nodsum && cat src/big.bin > mnt/nodsum && "
+				"cp mnt/zstd.bin src/zstd.expect && cp mnt/prealloc src/prealloc.expect && sync",
+				tmpdir);
+		ufs_run("umount %s/mnt", tmpdir);
 		have_kernel_image = r == 0;
 	}
 	(void)state;
@@ -176,7 +158,7 @@ static int group_teardown(void **state)
 	if (getenv("UBT_KEEP_TMP"))
 		fprintf(stderr, "keeping %s\n", tmpdir);
 	else if (tmpdir[0])
-		run("umount %s/mnt 2>/dev/null; rm -rf %s", tmpdir, tmpdir);
+		ufs_run("umount %s/mnt 2>/dev/null; rm -rf %s", tmpdir, tmpdir);
 	return 0;
 }
 
@@ -489,7 +471,7 @@ static void test_corruption(void **state)
 	expect = slurp(path, &len);
 
 	/* SINGLE data: the flipped block reads -EIO, its neighbours read fine. */
-	assert_int_equal(run("cp --sparse=always %s/img %s/img-bad", tmpdir, tmpdir), 0);
+	assert_int_equal(ufs_run("cp --sparse=always %s/img %s/img-bad", tmpdir, tmpdir), 0);
 	assert_int_equal(flip_block("img-bad", 7, 0, 1), 1);
 	ubt_log_set_level(UBT_LOG_ERROR - 1); /* the -EIO lines are expected */
 	open_image("img-bad", &o);
@@ -507,7 +489,7 @@ static void test_corruption(void **state)
 	close_image(&o);
 
 	/* DUP data: one bad copy is repaired from the other; two bad copies give -EIO. */
-	assert_int_equal(run("cp --sparse=always %s/img-dup %s/img-dup-bad", tmpdir, tmpdir), 0);
+	assert_int_equal(ufs_run("cp --sparse=always %s/img-dup %s/img-dup-bad", tmpdir, tmpdir), 0);
 	assert_int_equal(flip_block("img-dup-bad", 3, 0, 1), 1);
 	open_image("img-dup-bad", &o);
 	check_file_data(o.root, "big.bin", expect, len);
@@ -552,7 +534,7 @@ static void test_kernel_image(void **state)
 	zeros = calloc(1, 1000);
 	check_file_data(o.root, "zstd-inline", zeros, 1000);
 	free(zeros);
-	assert_int_equal(run("yes hello | head -c 3000 > %s/zi.expect", srcdir), 0);
+	assert_int_equal(ufs_run("yes hello | head -c 3000 > %s/zi.expect", srcdir), 0);
 	check_src_file(o.root, "zlib-inline", "zi.expect");
 	close_image(&o);
 	free(big);
@@ -658,7 +640,7 @@ static void test_fuzz_items(void **state)
 	close_image(&o);
 
 	snprintf(path, sizeof(path), "%s/img", tmpdir);
-	assert_int_equal(run("cp --sparse=always %s/img %s/img-fuzz", tmpdir, tmpdir), 0);
+	assert_int_equal(ufs_run("cp --sparse=always %s/img %s/img-fuzz", tmpdir, tmpdir), 0);
 	snprintf(path, sizeof(path), "%s/img-fuzz", tmpdir);
 	fd = open(path, O_RDWR);
 	assert_true(fd >= 0);

@@ -28,37 +28,16 @@
 
 #include <ubtrfs.h>
 
+#include "unit_fs.h"
+
 #define MAX_INODES 4096
 #define MAX_DENTS 4096
 #define MAX_XATTRS 8
 #define MAX_FILE (384 * 1024)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-static char tmpdir[256];
-static char image[300];
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	ret = system(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 static uint64_t rng_state;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+static uint64_t rng(void) { return ufs_xorshift(&rng_state); }
 static uint64_t rnd(uint64_t n) { return n ? rng() % n : 0; }
 
 /* ---- the model ---- */
@@ -708,9 +687,7 @@ static void compare_dir_kernel(const char *path, int dir)
 
 static void mount_rw(void)
 {
-	struct ubt_mount_opts o = { 0 };
-
-	assert_int_equal(ubt_mount(image, &o, &fs), 0);
+	fs = ufs_mount(NULL);
 }
 
 static void model_reset(void)
@@ -729,8 +706,8 @@ static void model_reset(void)
 
 static void fresh_image(const char *extra)
 {
-	assert_int_equal(run("rm -f %s && truncate -s 512M %s && mkfs.btrfs -q -f %s %s >/dev/null", image, image,
-			     extra, image),
+	assert_int_equal(ufs_run("rm -f %s && truncate -s 512M %s && mkfs.btrfs -q -f %s %s >/dev/null", ufs_img,
+				 ufs_img, extra, ufs_img),
 			 0);
 }
 
@@ -787,32 +764,32 @@ static void test_random_mix(void **state)
 	compare_lib();
 	assert_int_equal(ubt_unmount(fs), 0);
 	fs = NULL;
-	assert_int_equal(run("btrfs check --readonly %s", image), 0);
+	assert_int_equal(ufs_run("btrfs check --readonly %s", ufs_img), 0);
 
 	mount_rw();
 	compare_lib();
 	assert_int_equal(ubt_unmount(fs), 0);
-	assert_int_equal(run("btrfs check --readonly %s >/dev/null 2>&1", image), 0);
+	assert_int_equal(ufs_run("btrfs check --readonly %s >/dev/null 2>&1", ufs_img), 0);
 
-	if (getuid() != 0 || run("grep -qw btrfs /proc/filesystems") != 0) {
+	if (getuid() != 0 || ufs_run("grep -qw btrfs /proc/filesystems") != 0) {
 		print_message("kernel comparison skipped (needs root and btrfs in the kernel)\n");
 		return;
 	}
-	snprintf(mnt, sizeof(mnt), "%s/mnt", tmpdir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", ufs_dir);
 	mkdir(mnt, 0755);
-	if (run("mount -o loop,ro %s %s", image, mnt) != 0) {
+	if (ufs_run("mount -o loop,ro %s %s", ufs_img, mnt) != 0) {
 		print_message("kernel comparison skipped (loop mount failed)\n");
 		return;
 	}
 	/* The library, read-only, alongside: its stats are what the kernel must show. */
 	{
 		struct ubt_mount_opts ro = { .flags = UBT_MOUNT_RDONLY };
-		assert_int_equal(ubt_mount(image, &ro, &fs), 0);
+		assert_int_equal(ubt_mount(ufs_img, &ro, &fs), 0);
 	}
 	compare_dir_kernel(mnt, 0);
 	ubt_unmount(fs);
 	fs = NULL;
-	run("umount %s", mnt);
+	ufs_run("umount %s", mnt);
 }
 
 /* An inode unlinked while open lives on (orphan item) until its last close; a crash leaves it for cleanup. */
@@ -835,23 +812,22 @@ static void test_orphan(void **state)
 	assert_int_equal(ubt_pread(f, buf, sizeof(buf), 5000), 11);
 	assert_memory_equal(buf, "hello world", 11);
 	assert_int_equal(ubt_sync(fs), 0);
-	assert_int_equal(run("btrfs inspect-internal dump-tree -t fs %s 2>/dev/null | grep -q ORPHAN_ITEM", image), 0);
+	assert_int_equal(
+		ufs_run("btrfs inspect-internal dump-tree -t fs %s 2>/dev/null | grep -q ORPHAN_ITEM", ufs_img), 0);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_getattr(fs, ino, &st), -ENOENT);
 	assert_int_equal(ubt_unmount(fs), 0);
 	fs = NULL;
-	assert_int_equal(run("btrfs check --readonly %s >/dev/null 2>&1", image), 0);
-	assert_int_not_equal(run("btrfs inspect-internal dump-tree -t fs %s 2>/dev/null | grep -q ORPHAN_ITEM", image),
-			     0);
+	assert_int_equal(ufs_run("btrfs check --readonly %s >/dev/null 2>&1", ufs_img), 0);
+	assert_int_not_equal(
+		ufs_run("btrfs inspect-internal dump-tree -t fs %s 2>/dev/null | grep -q ORPHAN_ITEM", ufs_img), 0);
 }
 
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ubt-ns-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (ufs_setup("ns"))
 		return -1;
-	snprintf(image, sizeof(image), "%s/img", tmpdir);
 	readbuf = malloc(MAX_FILE + 16);
 	return 0;
 }
@@ -861,7 +837,7 @@ static int group_teardown(void **state)
 	(void)state;
 	if (fs)
 		ubt_unmount(fs);
-	run("umount %s/mnt 2>/dev/null; rm -rf %s", tmpdir, tmpdir);
+	ufs_teardown("mnt");
 	free(readbuf);
 	return 0;
 }

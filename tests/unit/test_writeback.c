@@ -23,70 +23,7 @@
 #include "util/hooks.h"
 #include "write/write-internal.h"
 
-static char dir[64], img[128];
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
-
-static void fresh_image(const char *size)
-{
-	sh("rm -f %s && truncate -s %s %s && mkfs.btrfs -q -f %s >/dev/null 2>&1", img, size, img, img);
-}
-
-static void check_image(void)
-{
-	sh("btrfs check --readonly %s >%s/check.log 2>&1 || { cat %s/check.log; exit 1; }", img, dir, dir);
-}
-
-static ubt_fs *mount_rw(void)
-{
-	struct ubt_mount_opts o = { 0 };
-	ubt_fs *fs;
-
-	assert_int_equal(ubt_mount(img, &o, &fs), 0);
-	return fs;
-}
-
-static ubt_file *create(ubt_fs *fs, const char *name)
-{
-	ubt_ino ino;
-	struct stat st;
-	ubt_file *f;
-
-	assert_int_equal(ubt_mknod(fs, UBT_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &ino, &st), 0);
-	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static ubt_file *open_existing(ubt_fs *fs, const char *name, int flags)
-{
-	ubt_ino ino;
-	ubt_file *f;
-
-	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, name, &ino, NULL), 0);
-	assert_int_equal(ubt_open(fs, ino, flags, &f), 0);
-	ubt_forget(fs, ino, 1);
-	return f;
-}
-
-static void check_content(ubt_file *f, const u8 *model, size_t size)
-{
-	u8 *got = malloc(size + 4096);
-	ssize_t n = ubt_pread(f, got, size + 4096, 0);
-
-	assert_int_equal(n, (ssize_t)size);
-	assert_memory_equal(got, model, size);
-	free(got);
-}
+#include "unit_fs.h"
 
 static void test_buffered_model(void **state)
 {
@@ -98,9 +35,9 @@ static void test_buffered_model(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("512M");
-	fs = mount_rw();
-	f = create(fs, "data");
+	ufs_fresh_image("512M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "data", O_RDWR, NULL);
 	for (int op = 0; op < 600; op++) {
 		size_t off, len;
 
@@ -115,40 +52,21 @@ static void test_buffered_model(void **state)
 		if (off + len > size)
 			size = off + len;
 		if (op % 50 == 0)
-			check_content(f, model, size); /* from the cache, partly from disk */
+			ufs_check_content(f, model, size, false); /* from the cache, partly from disk */
 		if (op % 120 == 0)
 			assert_int_equal(ubt_fsync(f, 0), 0);
 	}
-	check_content(f, model, size);
-	{
-		struct stat st;
-		ubt_ino ino;
-		assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, "data", &ino, &st), 0);
-		assert_int_equal((size_t)st.st_size, size);
-		ubt_forget(fs, ino, 1);
-	}
+	ufs_check_content(f, model, size, false);
+	assert_int_equal(ufs_file_size(fs, "data"), size);
 	assert_int_equal(ubt_close(f), 0);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
-	fs = mount_rw();
-	f = open_existing(fs, "data", O_RDONLY);
-	check_content(f, model, size);
+	ufs_check_image();
+	fs = ufs_mount(NULL);
+	f = ufs_open_existing(fs, "data", O_RDONLY);
+	ufs_check_content(f, model, size, false);
 	ubt_close(f);
 	assert_int_equal(ubt_unmount(fs), 0);
-	if (geteuid() == 0) {
-		FILE *out;
-		sh("mkdir -p %s/m && mount -o loop,ro %s %s/m", dir, img, dir);
-		{
-			char path[256];
-			snprintf(path, sizeof(path), "%s/model", dir);
-			out = fopen(path, "wb");
-			fwrite(model, 1, size, out);
-			fclose(out);
-		}
-		sh("cmp %s/m/data %s/model; rc=$?; umount %s/m; exit $rc", dir, dir, dir);
-	} else {
-		printf("SKIP kernel comparison: needs root\n");
-	}
+	ufs_kernel_compare("data", model, size);
 	free(model);
 	free(buf);
 }
@@ -161,9 +79,9 @@ static void test_io_error(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "victim");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "victim", O_RDWR, NULL);
 	memset(old, 'o', sizeof(old));
 	memset(new, 'n', sizeof(new));
 	assert_int_equal(ubt_pwrite(f, old, sizeof(old), 0), (ssize_t)sizeof(old));
@@ -177,9 +95,9 @@ static void test_io_error(void **state)
 	assert_int_equal(ubt_sync(fs), 0);
 	ubt_close(f);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
-	fs = mount_rw();
-	f = open_existing(fs, "victim", O_RDONLY);
+	ufs_check_image();
+	fs = ufs_mount(NULL);
+	f = ufs_open_existing(fs, "victim", O_RDONLY);
 	assert_int_equal(ubt_pread(f, got, sizeof(got), 0), (ssize_t)sizeof(got));
 	assert_memory_equal(got, old, sizeof(old)); /* no file extent for the failed range */
 	ubt_close(f);
@@ -194,9 +112,9 @@ static void test_evict_dirty(void **state)
 	ubt_file *f;
 
 	(void)state;
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "keep");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "keep", O_RDWR, NULL);
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (u8)(i * 13);
 	assert_int_equal(ubt_hook_arm("cache.evict_now", &evict), 0);
@@ -211,7 +129,7 @@ static void test_evict_dirty(void **state)
 	ubt_hook_disarm("cache.evict_now");
 	ubt_close(f);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
+	ufs_check_image();
 }
 
 static void test_enospc(void **state)
@@ -224,9 +142,9 @@ static void test_enospc(void **state)
 
 	(void)state;
 	memset(buf, 0x5a, 1 << 20);
-	fresh_image("200M");
-	fs = mount_rw();
-	f = create(fs, "fill");
+	ufs_fresh_image("200M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "fill", O_RDWR, NULL);
 	for (i = 0; i < 400; i++) {
 		n = ubt_pwrite(f, buf, 1 << 20, (u64)i << 20);
 		if (n < 0)
@@ -238,7 +156,7 @@ static void test_enospc(void **state)
 	assert_int_equal(ubt_fsync(f, 0), 0);
 	ubt_close(f);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
+	ufs_check_image();
 	free(buf);
 }
 
@@ -257,9 +175,9 @@ static void test_readahead(void **state)
 	(void)state;
 	for (size_t i = 0; i < size; i++)
 		data[i] = (u8)(i * 31 + (i >> 12));
-	fresh_image("256M");
-	fs = mount_rw();
-	f = create(fs, "seq");
+	ufs_fresh_image("256M", NULL);
+	fs = ufs_mount(NULL);
+	f = ufs_create(fs, "seq", O_RDWR, NULL);
 	assert_int_equal(ubt_pwrite(f, data, size, 0), (ssize_t)size);
 	assert_int_equal(ubt_close(f), 0); /* written back; the clean pages may stay cached */
 	assert_int_equal(ubt_lookup(fs, UBT_ROOT_INO, "seq", &ino, NULL), 0);
@@ -287,7 +205,7 @@ static void test_readahead(void **state)
 	ubt_close(f);
 	ubt_forget(fs, ino, 1);
 	assert_int_equal(ubt_unmount(fs), 0);
-	check_image();
+	ufs_check_image();
 	free(data);
 	free(got);
 }
@@ -295,20 +213,13 @@ static void test_readahead(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/ubt-wb-XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
-	snprintf(img, sizeof(img), "%s/img", dir);
-	return 0;
+	return ufs_setup("wb");
 }
 
 static int teardown(void **state)
 {
-	char cmd[256];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "umount %s/m 2>/dev/null; rm -rf %s", dir, dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return ufs_teardown("m");
 }
 
 int main(void)
