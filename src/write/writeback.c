@@ -779,6 +779,9 @@ static void chunk_compress_fn(struct ubt_work *work)
 	bool any = false;
 
 	c->error = ubt_hook_point("compress.chunk.before_compress", c);
+	/* The same, for the chunks that do not own the page writeback started from (seed 002). */
+	if (!c->error && !c->owns_first_page)
+		c->error = ubt_hook_point("compress.chunk.later.before_compress", c);
 	if (c->error)
 		return;
 	c->data = malloc((size_t)len);
