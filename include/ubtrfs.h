@@ -142,6 +142,14 @@ int ubt_removexattr(ubt_fs *fs, ubt_ino ino, const char *name);
 
 /* Write @size bytes at @off (O_APPEND handles write at end); returns bytes written. */
 ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off);
+/*
+ * Write data the caller has already acknowledged to its own writer (a page cache writing back,
+ * as FUSE's writeback cache does): at @off always (no O_APPEND), and never -ENOSPC for want of
+ * space to reserve — the pages are then dirtied without a reservation, as mapped pages are
+ * (ubt_msync), and space is found at writeback; if there is none, the next ubt_fsync or
+ * ubt_flush reports -ENOSPC. Other errors as ubt_pwrite.
+ */
+ssize_t ubt_pwrite_accepted(ubt_file *f, const void *buf, size_t size, uint64_t off);
 /* Make the file's data and metadata durable (@datasync: fdatasync semantics). */
 int ubt_fsync(ubt_file *f, int datasync);
 /* Commit everything (sync(2)). */

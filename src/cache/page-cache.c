@@ -896,6 +896,11 @@ void ubt_mapping_set_error(struct ubt_mapping *mapping, int err)
 	__atomic_fetch_or(&mapping->error_bits, err == -ENOSPC ? AS_ENOSPC : AS_EIO, __ATOMIC_SEQ_CST);
 }
 
+bool ubt_mapping_has_error(const struct ubt_mapping *mapping)
+{
+	return LOAD(mapping->error_bits) != 0;
+}
+
 int ubt_mapping_check_error(struct ubt_mapping *mapping)
 {
 	int bits = __atomic_exchange_n(&mapping->error_bits, 0, __ATOMIC_SEQ_CST);

@@ -165,6 +165,8 @@ u64 ubt_mapping_nr_dirty(const struct ubt_mapping *mapping);
 void ubt_mapping_set_error(struct ubt_mapping *mapping, int err);
 /* Return and clear the recorded error: 0, -EIO or -ENOSPC (-EIO wins when both were seen). */
 int ubt_mapping_check_error(struct ubt_mapping *mapping);
+/* Is an error waiting to be reported (without taking it)? */
+bool ubt_mapping_has_error(const struct ubt_mapping *mapping);
 
 /* Check the mapping's bookkeeping (tree, tags, counts, flags). 0 or -EUCLEAN (logged). */
 int ubt_mapping_verify(struct ubt_mapping *mapping);

@@ -994,7 +994,24 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 	 */
 	if (!fs->fs_info->write_info || (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC)))
 		return pwrite_through(f, buf, size, off);
-	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, f->flags & O_APPEND);
+	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off,
+				  (f->flags & O_APPEND) ? UBT_WB_APPEND : 0);
+}
+
+ssize_t ubt_pwrite_accepted(ubt_file *f, const void *buf, size_t size, uint64_t off)
+{
+	ubt_fs *fs = f->fs;
+	struct btrfs_inode_item ii;
+	int ret;
+
+	if (size == 0)
+		return 0;
+	ret = ubt_api_write_check(f, size, off, &ii);
+	if (ret)
+		return ret;
+	if (!fs->fs_info->write_info || (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC)))
+		return pwrite_through(f, buf, size, off);
+	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, UBT_WB_ACCEPTED);
 }
 
 int ubt_fsync(ubt_file *f, int datasync)

@@ -14,7 +14,8 @@
  * permissions (default_permissions) and clears set-id bits itself (FUSE_CAP_HANDLE_KILLPRIV is
  * off); O_TRUNC arrives in open (FUSE_CAP_ATOMIC_O_TRUNC) and is done here with ubt_setattr.
  * POSIX ACL xattrs arrive as plain setxattr requests: acl.c keeps the mode bits in step.
- * No writeback cache: every write(2) is a WRITE request answered after ubt_pwrite returned.
+ * Without -o writeback_cache every write(2) is a WRITE request answered after ubt_pwrite
+ * returned; with it the kernel sends what it already accepted, taken by ubt_pwrite_accepted.
  * Files opened with O_DIRECT keep it in their handle's flags and get FOPEN_DIRECT_IO (the kernel
  * caches nothing for them); their READ/WRITE requests go to ubt_pread_direct/ubt_pwrite_direct.
  */
@@ -81,6 +82,17 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 */
 	conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_DONT_MASK | FUSE_CAP_HANDLE_KILLPRIV |
 			FUSE_CAP_POSIX_ACL);
+	/*
+	 * -o writeback_cache: the kernel caches writes and sends them later, after write(2) has
+	 * returned. Such data was accepted already: it goes in as ubt_pwrite_accepted (never refused
+	 * for space; pages without a reservation take the fixup worker's path, ENOSPC reaches fsync).
+	 */
+	if (((struct ubtf_ctx *)userdata)->writeback_cache) {
+		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		else
+			((struct ubtf_ctx *)userdata)->writeback_cache = false;
+	}
 	/*
 	 * -o acl: the kernel checks access ACLs too (with default_permissions) and keeps the mode in
 	 * step when an ACL is set; the ACL xattrs are stored as btrfs stores them (acl.c).
@@ -403,9 +415,19 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 /* Flags for ubt_open: what the kernel already did (creation) or we do (truncation) is left out. */
-static int lib_open_flags(int flags)
+static int lib_open_flags(const struct ubtf_ctx *ctx, int flags)
 {
-	return flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+	if (ctx->writeback_cache && !(flags & O_DIRECT)) {
+		/*
+		 * The kernel's page cache owns O_APPEND (it sends the offset), and it reads through
+		 * any handle to fill a page it partly writes: a write-only handle must read too.
+		 */
+		flags &= ~O_APPEND;
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+	}
+	return flags;
 }
 
 /*
@@ -420,7 +442,7 @@ static int open_file(struct ubtf_ctx *ctx, fuse_ino_t ino, struct fuse_file_info
 
 	if (ctx->rdonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
 		return -EROFS;
-	ret = ubt_open(ctx->fs, ino, lib_open_flags(fi->flags), &f);
+	ret = ubt_open(ctx->fs, ino, lib_open_flags(ctx, fi->flags), &f);
 	if (ret)
 		return ret;
 	if (fi->flags & O_TRUNC) {
@@ -948,8 +970,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	while (done < size) {
-		ssize_t n = direct ? ubt_pwrite_direct(f, buf + done, size - done, (uint64_t)off + done)
-				   : ubt_pwrite(f, buf + done, size - done, (uint64_t)off + done);
+		ssize_t n = direct		 ? ubt_pwrite_direct(f, buf + done, size - done, (uint64_t)off + done)
+			    : ctx->writeback_cache ? ubt_pwrite_accepted(f, buf + done, size - done, (uint64_t)off + done)
+						 : ubt_pwrite(f, buf + done, size - done, (uint64_t)off + done);
 
 		if (n < 0) {
 			if (done == 0) {

@@ -335,6 +335,7 @@ int ubtf_cmd_mount(int argc, char **argv)
 	ctx.negative_timeout = a.negative_timeout;
 	ctx.rdonly = a.ro;
 	ctx.acl = a.acl;
+	ctx.writeback_cache = a.writeback_cache && !a.ro;
 	ctx.debug = a.debug;
 	/* Validates the FUSE options; opens nothing yet. */
 	se = fuse_session_new(&args, &ubtf_ops, sizeof(ubtf_ops), &ctx);

@@ -49,6 +49,8 @@ void ubtf_mount_usage(FILE *out)
 		"                        in /etc/fuse.conf when not root)\n"
 		"     default_permissions  the kernel checks file modes (always on)\n"
 		"     acl                the kernel also enforces POSIX ACLs (noacl: the default)\n"
+		"     writeback_cache    the kernel caches writes and sends them in larger batches\n"
+		"                        (space errors then show at fsync, as for mapped writes)\n"
 		"     any other FUSE mount option (fsname=, nosuid, nodev, ...) is passed on\n");
 }
 
@@ -210,6 +212,10 @@ static int parse_one(struct ubtf_mount_args *a, const char *opt)
 	}
 	if ((KEY("acl") || KEY("noacl")) && !val) {
 		a->acl = KEY("acl");
+		return 0;
+	}
+	if ((KEY("writeback_cache") || KEY("no_writeback_cache")) && !val) {
+		a->writeback_cache = KEY("writeback_cache");
 		return 0;
 	}
 	if (KEY("subvol")) {

@@ -31,6 +31,7 @@ struct ubtf_ctx {
 	bool debug;
 	bool acl;               /* -o acl: the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL) */
 	bool acl_active;        /* ... and the kernel granted it: we get the umask and inherit ACLs */
+	bool writeback_cache;   /* -o writeback_cache, granted: writes arrive after the kernel accepted them */
 	int unmount_ret;        /* result of ubt_unmount() in destroy */
 };
 
@@ -65,6 +66,7 @@ struct ubtf_mount_args {
 	bool ro;
 	bool rw;                /* "rw" given explicitly */
 	bool acl;               /* -o acl / noacl */
+	bool writeback_cache;   /* -o writeback_cache */
 	char *subvol;
 	uint64_t subvolid;
 	bool nologreplay;

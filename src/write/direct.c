@@ -203,7 +203,7 @@ ssize_t ubt_write_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64
 	if (!len)
 		return 0;
 	if (!append && (!IS_ALIGNED(off, ss) || !IS_ALIGNED((u64)len, ss)))
-		return ubt_write_buffered(fs_info, root, ino, ii, buf, len, off, false);
+		return ubt_write_buffered(fs_info, root, ino, ii, buf, len, off, 0);
 	st = ubt_inode_state_get(fs_info, root, ino);
 	if (!st)
 		return -ENOMEM;
@@ -220,7 +220,7 @@ ssize_t ubt_write_direct(struct ubt_fs_info *fs_info, struct ubt_root *root, u64
 	if (!IS_ALIGNED(off, ss) || !IS_ALIGNED((u64)len, ss) || (off > i_size && !IS_ALIGNED(i_size, ss))) {
 		pthread_mutex_unlock(&st->io_mutex);
 		ubt_inode_state_put(st);
-		return ubt_write_buffered(fs_info, root, ino, ii, buf, len, off, append);
+		return ubt_write_buffered(fs_info, root, ino, ii, buf, len, off, append ? UBT_WB_APPEND : 0);
 	}
 	/* Reserve first: ENOSPC goes to the writer before anything changes (invariant 7). */
 	items = items_left = items_for(len);

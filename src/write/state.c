@@ -48,11 +48,15 @@ static const struct ubt_extent_io_ops delalloc_ops = {
 
 /* ---- the inode table ---- */
 
-/* Idle: nothing in flight, and no write error left for the next flush/fsync to report. */
+/*
+ * Idle: nothing in flight, and no write error left for the next flush/fsync to report — neither
+ * the state's nor the mapping's (a fixup that found no space puts it there, and the page is clean
+ * by then: dropping the state would lose the error and fsync would report success).
+ */
 static bool state_idle_locked(struct ubt_inode_state *st)
 {
 	return !st->delalloc_bytes && !st->nr_ordered && !st->nr_async && !st->error &&
-	       !ubt_mapping_nr_dirty(st->mapping);
+	       !ubt_mapping_has_error(st->mapping) && !ubt_mapping_nr_dirty(st->mapping);
 }
 
 static void state_free(struct ubt_inode_state *st)

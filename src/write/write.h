@@ -56,8 +56,16 @@ bool ubt_write_overlay(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 i
  * the page cache, marks the range DELALLOC, updates size and times in memory. Throttles the
  * writer when too much is dirty. Returns bytes written.
  */
+#define UBT_WB_APPEND 1u   /* write at the end (O_APPEND); @off is ignored */
+/*
+ * The caller already acknowledged this data (a kernel page cache writing back, FUSE's writeback
+ * cache): it must not fail for want of space. When none can be reserved, the pages are dirtied
+ * without a reservation, as the kernel's unmap path dirties mapped pages, and the fixup worker
+ * reserves at writeback; ENOSPC then reaches fsync (invariants 1 and 2).
+ */
+#define UBT_WB_ACCEPTED 2u
 ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,
-			   const struct btrfs_inode_item *ii, const void *buf, size_t len, u64 off, bool append);
+			   const struct btrfs_inode_item *ii, const void *buf, size_t len, u64 off, unsigned flags);
 
 /* Read through the cache: like ubt_file_read, with cached (dirty or written) pages taking precedence. */
 ssize_t ubt_write_read(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,

@@ -189,12 +189,12 @@ static int fill_page(struct ubt_fs_info *fs_info, struct ubt_inode_state *st, st
 }
 
 ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,
-			   const struct btrfs_inode_item *ii, const void *buf, size_t len, u64 off, bool append)
+			   const struct btrfs_inode_item *ii, const void *buf, size_t len, u64 off, unsigned flags)
 {
 	struct ubt_write_info *wi = ubt_wi(fs_info);
 	struct ubt_inode_state *st;
 	u64 start, end, items, data, already, s, i_size, lo, marked;
-	bool retried = false, eof_case;
+	bool retried = false, eof_case, append = flags & UBT_WB_APPEND, unreserved = false;
 	int ret = 0;
 
 	if (!len)
@@ -226,6 +226,12 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 		ubt_write_flush_all(fs_info);
 		ubt_commit_if_dirty(fs_info);
 	}
+	if (ret == -ENOSPC && (flags & UBT_WB_ACCEPTED)) {
+		/* Accepted already: dirty the pages without DELALLOC; the fixup worker reserves. */
+		unreserved = true;
+		items = data = 0;
+		ret = 0;
+	}
 	if (ret)
 		goto out_unlock;
 
@@ -244,7 +250,7 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 	already = ubt_count_range_bits(&st->io_tree, &s, end, (u64)-1, UBT_EXTENT_DELALLOC);
 	if (eof_case) {
 		ret = fill_page(fs_info, st, root, ino, ii, i_size, lo / PS, 0, 0, NULL);
-		if (!ret)
+		if (!ret && !unreserved)
 			ret = ubt_set_extent_bit(&st->io_tree, lo, lo + PS - 1, UBT_EXTENT_DELALLOC, NULL);
 	}
 	for (u64 idx = start / PS; !ret && idx <= end / PS; idx++) {
@@ -254,7 +260,7 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 		ret = fill_page(fs_info, st, root, ino, ii, i_size, idx, from - pstart, to - pstart,
 				(const u8 *)buf + (from - off));
 	}
-	if (!ret)
+	if (!ret && !unreserved)
 		ret = ubt_set_extent_bit(&st->io_tree, start, end, UBT_EXTENT_DELALLOC, NULL);
 	if (ret) {
 		/*
@@ -268,7 +274,7 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 		goto out_unlock;
 	}
 	/* Bytes delalloc already (reserved by an earlier write) and the unused EOF page go back. */
-	if (already + (data - marked))
+	if (!unreserved && already + (data - marked))
 		ubt_release_space(fs_info, 0, already + (data - marked));
 	pthread_mutex_lock(&st->lock);
 	st->i_size = ubt_max(st->i_size, off + len);
@@ -280,6 +286,8 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 	ubt_unlock_extent(&st->io_tree, lo, end, NULL);
 out_unlock:
 	pthread_mutex_unlock(&st->io_mutex);
+	if (unreserved && !ret)
+		ubt_write_kick_flusher(wi); /* the fixup worker should meet these pages soon */
 	if (!ret)
 		ubt_page_cache_throttle(wi->cache);
 	ubt_inode_state_put(st);

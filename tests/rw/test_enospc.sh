@@ -13,7 +13,8 @@
 #    as btrfs's cleaner removes them, and their space is given to metadata chunks);
 # `btrfs check --readonly` after every step. Then the same through a `ubtrfs mount`: dd until
 # "No space left on device", the mount stays writable, rm frees space (df), writing again works,
-# small files until ENOSPC, rm -rf, check.
+# small files until ENOSPC, rm -rf, check. And with -o writeback_cache (writes accepted by the
+# kernel before ubtrfs sees them): fsync reports ENOSPC, the image stays valid.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 rw_init enospc
@@ -208,4 +209,31 @@ rw_kmount "$IMG" "$KMNT" ro
 [[ -f $KMNT/again && $(stat -c %s "$KMNT/again") -eq $((100 * MiB)) && ! -e $KMNT/small ]] &&
 	rw_ok "the kernel sees the result" || rw_bad "the kernel sees: $(ls -la "$KMNT")"
 rw_kumount "$KMNT"
+# ---- FUSE with the kernel's writeback cache ----
+# The kernel accepts writes before ubtrfs sees them: no write(2) can be refused for space, the
+# data goes in without a reservation (as mapped pages do) and ENOSPC must reach fsync.
+rw_log "=== FUSE -o writeback_cache"
+rw_mkfs "$IMG" 256M kernel
+rw_fmount "$IMG" "$MNT" writeback_cache
+if dd if=/dev/urandom of="$MNT/big" bs=1M count=400 conv=fsync status=none 2>"$RW_TMP/dd.err"; then
+	rw_bad "dd + fsync of 400 MiB into 256 MiB reported no error"
+else
+	grep -q "No space left on device" "$RW_TMP/dd.err" && rw_ok "writeback cache: $(head -n 1 "$RW_TMP/dd.err")" ||
+		rw_bad "dd failed otherwise: $(cat "$RW_TMP/dd.err")"
+fi
+rm "$MNT/big"
+fuse_commit
+if dd if=/dev/urandom of="$MNT/again" bs=1M count=100 conv=fsync status=none 2>"$RW_TMP/dd.err"; then
+	rw_ok "writeback cache: 100 MiB written and fsync'd after rm"
+else
+	rw_bad "writeback cache: writing after rm: $(cat "$RW_TMP/dd.err")"
+fi
+sum=$(md5sum <"$MNT/again")
+rw_fumount "$MNT"
+rw_check "$IMG" "after the writeback-cache round"
+rw_kmount "$IMG" "$KMNT" ro
+[[ $(md5sum <"$KMNT/again") == "$sum" && ! -e $KMNT/big ]] && rw_ok "the kernel reads the fsync'd file" ||
+	rw_bad "the kernel sees: $(ls -la "$KMNT")"
+rw_kumount "$KMNT"
+
 rw_finish

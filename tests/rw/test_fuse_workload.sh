@@ -5,8 +5,8 @@
 # in a read-write `ubtrfs mount`, run in lockstep on a reference directory (ext4/tmpfs): every
 # op's outcome must agree. Then the mount's tree must equal the reference (mtimes and directory
 # sizes aside), `ubtrfs umount`, `btrfs check --readonly`, and the kernel must show exactly the
-# tree the FUSE mount showed (mtimes included). On a mkfs.btrfs image and a `ubtrfs mkfs -n 4096`
-# image.
+# tree the FUSE mount showed (mtimes included). On a mkfs.btrfs image, a `ubtrfs mkfs -n 4096`
+# image, and a mount with the kernel's writeback cache (-o writeback_cache).
 #
 # UBT_RW_SEED picks the seed (default 1); UBT_SOAK=1 adds 100,000-op runs.
 set -euo pipefail
@@ -19,6 +19,7 @@ FSOPS=$(dirname "$0")/fsops.py
 RUNS=(
 	"kernel-16k kernel - 20000 500 -"
 	"ubtrfs-4k ubtrfs -n,4096 8000 200 commit=5"
+	"wbcache-16k ubtrfs - 6000 300 writeback_cache"
 )
 if [[ -n ${UBT_SOAK:-} ]]; then
 	RUNS+=(
