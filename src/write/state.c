@@ -156,6 +156,8 @@ static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 
 	if (st->refs)
 		return false;
+	if (st->unlinked)
+		return true; /* already out of the table; nothing of it is in flight without a reference */
 	pthread_mutex_lock(&st->lock);
 	idle = state_idle_locked(st);
 	pthread_mutex_unlock(&st->lock);
@@ -169,6 +171,30 @@ static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 	if (*pp)
 		*pp = st->next;
 	return true;
+}
+
+void ubt_write_forget_inode(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino)
+{
+	struct ubt_write_info *wi = ubt_wi(fs_info);
+	struct ubt_inode_state **pp, *st;
+	bool free_now = false;
+
+	if (!wi)
+		return;
+	pthread_mutex_lock(&wi->lock);
+	for (pp = &wi->inodes; *pp; pp = &(*pp)->next)
+		if ((*pp)->root == root && (*pp)->ino == ino)
+			break;
+	st = *pp;
+	if (st) {
+		*pp = st->next;
+		wi->nr_states--;
+		st->unlinked = true;
+		free_now = st->refs == 0;
+	}
+	pthread_mutex_unlock(&wi->lock);
+	if (free_now)
+		state_free(st);
 }
 
 void ubt_inode_state_put(struct ubt_inode_state *st)
