@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """fsops.py — a seeded random workload of real syscalls, applied in lockstep to two trees.
 
-    fsops.py [--seed N] [--ops N] [--batch N] [--max-names N] [--mix full|mutate] TEST REF
+    fsops.py [--seed N] [--ops N] [--batch N] [--max-names N] [--mix full|mutate]
+             [--remount-every N --remount CMD] TEST REF
 
 TEST is the tree under test (a directory inside a `ubtrfs mount`), REF a reference directory on
 another filesystem holding the same tree. Every operation is run on both; the outcome (return
@@ -13,12 +14,15 @@ pwrite / O_APPEND / O_TRUNC writes, truncate, link, unlink, rmdir (also of the w
 rename / renameat2 NOREPLACE / EXCHANGE, chmod, chown, utime with ns, setxattr (CREATE/REPLACE),
 removexattr, read-back compare, readdir compare, unlink while open (write and read the orphan).
 --mix mutate: renames, deletes, new files, appends and truncates only (for existing trees).
+--remount CMD: every --remount-every ops, run the shell command CMD (which unmounts and mounts
+TEST's filesystem again: inode numbers restart, caches are cold, nothing may change).
 """
 import ctypes
 import errno
 import os
 import random
 import stat
+import subprocess
 import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -309,7 +313,7 @@ class Work:
         finally:
             os.close(fd)
 
-    def run(self, nops, batch):
+    def run(self, nops, batch, remount_every=0, remount=None):
         full = [(self.op_create, 26), (self.op_write, 14), (self.op_truncate, 4), (self.op_link, 6),
                 (self.op_remove, 14), (self.op_rename, 12), (self.op_attr, 8), (self.op_xattr, 6),
                 (self.op_read, 4), (self.op_listdir, 2), (self.op_xattr_read, 2), (self.op_orphan, 2)]
@@ -325,17 +329,22 @@ class Work:
             fn()
             if self.ops % batch == 0:
                 self.commit()
+            if remount and remount_every and self.ops % remount_every == 0:
+                r = subprocess.run(remount, shell=True)
+                if r.returncode:
+                    raise Diverged("op %d: the remount command failed (exit %d)" % (self.ops, r.returncode))
         self.commit()
 
 
 def main():
     args = sys.argv[1:]
-    opts = {"--seed": 1, "--ops": 20000, "--batch": 500, "--max-names": 3000, "--mix": "full"}
+    opts = {"--seed": 1, "--ops": 20000, "--batch": 500, "--max-names": 3000, "--mix": "full",
+            "--remount-every": 0, "--remount": None}
     pos = []
     while args:
         a = args.pop(0)
         if a in opts:
-            opts[a] = args.pop(0) if a == "--mix" else int(args.pop(0))
+            opts[a] = args.pop(0) if a in ("--mix", "--remount") else int(args.pop(0))
         else:
             pos.append(a)
     if len(pos) != 2:
@@ -343,7 +352,7 @@ def main():
         sys.exit(2)
     w = Work(pos[0], pos[1], opts["--seed"], opts["--max-names"], opts["--mix"])
     try:
-        w.run(opts["--ops"], opts["--batch"])
+        w.run(opts["--ops"], opts["--batch"], opts["--remount-every"], opts["--remount"])
     except Diverged as e:
         print("DIVERGED: %s" % e)
         sys.exit(1)

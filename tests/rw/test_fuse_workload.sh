@@ -6,7 +6,8 @@
 # op's outcome must agree. Then the mount's tree must equal the reference (mtimes and directory
 # sizes aside), `ubtrfs umount`, `btrfs check --readonly`, and the kernel must show exactly the
 # tree the FUSE mount showed (mtimes included). On a mkfs.btrfs image, a `ubtrfs mkfs -n 4096`
-# image, and a mount with the kernel's writeback cache (-o writeback_cache).
+# image, a mount with the kernel's writeback cache (-o writeback_cache), and a run that unmounts
+# and mounts again every 1000 ops (cold caches, inode numbers restarting from the highest).
 #
 # UBT_RW_SEED picks the seed (default 1); UBT_SOAK=1 adds 100,000-op runs.
 set -euo pipefail
@@ -15,11 +16,12 @@ rw_init fuse-workload
 
 SEED=${UBT_RW_SEED:-1}
 FSOPS=$(dirname "$0")/fsops.py
-# name  mkfs  mkfs options  ops  batch  mount options
+# name  mkfs  mkfs options  ops  batch  mount options  [remount every N ops]
 RUNS=(
 	"kernel-16k kernel - 20000 500 -"
 	"ubtrfs-4k ubtrfs -n,4096 8000 200 commit=5"
 	"wbcache-16k ubtrfs - 6000 300 writeback_cache"
+	"remount-16k kernel - 8000 400 - 1000"
 )
 if [[ -n ${UBT_SOAK:-} ]]; then
 	RUNS+=(
@@ -34,7 +36,7 @@ KMNT=$RW_TMP/kmnt
 REF=$RW_TMP/ref
 n=0
 for run in "${RUNS[@]}"; do
-	read -r name how opts ops batch mopts <<<"$run"
+	read -r name how opts ops batch mopts remount <<<"$run"
 	seed=$((SEED + n))
 	n=$((n + 1))
 	mkopts=()
@@ -47,7 +49,14 @@ for run in "${RUNS[@]}"; do
 	rw_fmount "$IMG" "$MNT" "$mopts"
 	mkdir "$MNT/w"
 	start=$SECONDS
-	if python3 "$FSOPS" --seed "$seed" --ops "$ops" --batch "$batch" "$MNT/w" "$REF/w" >"$RW_TMP/ops.out" 2>&1; then
+	remount_args=()
+	if [[ -n ${remount:-} ]]; then
+		# Unmount (waiting for the daemon) and mount again, from inside the workload.
+		remount_args=(--remount-every "$remount" --remount
+			"'$UBTRFS_BIN' umount '$MNT' && '$UBTRFS_BIN' mount -o logfile='$RW_TMP/daemon.log'${mopts:+,$mopts} '$IMG' '$MNT'")
+	fi
+	if python3 "$FSOPS" --seed "$seed" --ops "$ops" --batch "$batch" "${remount_args[@]}" "$MNT/w" "$REF/w" \
+		>"$RW_TMP/ops.out" 2>&1; then
 		rw_ok "$name: $(tail -n 1 "$RW_TMP/ops.out") in $((SECONDS - start))s, every outcome as on the reference"
 	else
 		tail -n 20 "$RW_TMP/ops.out"
