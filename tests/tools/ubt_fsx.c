@@ -19,6 +19,8 @@
  *                       ZERO_RANGE|KEEP_SIZE (-ENOSPC is allowed and changes nothing)
  *   flush / fsync / sync  ubt_flush / ubt_fsync / ubt_sync
  *   remount             close everything, ubt_unmount, ubt_mount, sizes and one file compared
+ *   recreate            close, ubt_unlink and ubt_mknod the file again: it must be new and empty
+ *                       (after a remount it may get the number of the one just deleted)
  *   check               one whole file compared
  * An op whose library function is missing from this build (weak reference) or returns -ENOSYS or
  * -EOPNOTSUPP on its first call is disabled with one line; the end prints how often each op ran.
@@ -82,6 +84,7 @@ enum op_kind {
 	OP_FSYNC,
 	OP_SYNC,
 	OP_REMOUNT,
+	OP_RECREATE,
 	OP_CHECK,
 	OP_NR
 };
@@ -107,6 +110,7 @@ static const struct {
 	[OP_FSYNC] = { "fsync", 12, "ubt_fsync" },
 	[OP_SYNC] = { "sync", 4, "ubt_sync" },
 	[OP_REMOUNT] = { "remount", 1, "ubt_unmount/ubt_mount" },
+	[OP_RECREATE] = { "recreate", 2, "ubt_unlink/ubt_mknod" },
 	[OP_CHECK] = { "check", 3, "ubt_pread" },
 };
 
@@ -807,6 +811,31 @@ static void remount(void)
 		check_size(&files[i], "after a remount");
 }
 
+static void recreate(struct model *m)
+{
+	struct stat st;
+	int ret = ubt_close(m->f);
+
+	m->f = NULL;
+	if (ret)
+		fail("%s: close before recreate: %s", m->name, ubt_strerror(ret));
+	ret = ubt_unlink(fs, UBT_ROOT_INO, m->name);
+	if (ret)
+		fail("%s: unlink: %s", m->name, ubt_strerror(ret));
+	ret = ubt_mknod(fs, UBT_ROOT_INO, m->name, S_IFREG | 0644, 0, 0, 0, &m->ino, &st);
+	if (ret)
+		fail("%s: create again: %s", m->name, ubt_strerror(ret));
+	ret = ubt_open(fs, m->ino, O_RDWR, &m->f);
+	ubt_forget(fs, m->ino, 1);
+	if (ret)
+		fail("%s: open after recreate: %s", m->name, ubt_strerror(ret));
+	memset(m->data, 0, m->size);
+	m->size = 0;
+	if (st.st_size != 0)
+		fail("%s: recreated with size %lld", m->name, (long long)st.st_size);
+	check_size(m, "after recreate");
+}
+
 static void run_op(const struct op *op)
 {
 	struct model *m = &files[op->file];
@@ -849,6 +878,10 @@ static void run_op(const struct op *op)
 	case OP_REMOUNT:
 		remount();
 		check_file(m, "after a remount");
+		break;
+	case OP_RECREATE:
+		recreate(m);
+		check_file(m, "after recreate");
 		break;
 	case OP_CHECK:
 		check_file(m, "check");
