@@ -7,7 +7,9 @@
 # sizes aside), `ubtrfs umount`, `btrfs check --readonly`, and the kernel must show exactly the
 # tree the FUSE mount showed (mtimes included). On a mkfs.btrfs image, a `ubtrfs mkfs -n 4096`
 # image, a mount with the kernel's writeback cache (-o writeback_cache), and a run that unmounts
-# and mounts again every 1000 ops (cold caches, inode numbers restarting from the highest).
+# and mounts again every 1000 ops (cold caches, inode numbers restarting from the highest). Then
+# three workloads at once in one mount (compress=zstd, writeback_cache), each against its own
+# reference directory.
 #
 # UBT_RW_SEED picks the seed (default 1); UBT_SOAK=1 adds 100,000-op runs.
 set -euo pipefail
@@ -75,4 +77,41 @@ for run in "${RUNS[@]}"; do
 	rw_kumount "$KMNT"
 	rw_same "$RW_TMP/fuse.man" "$RW_TMP/kernel.man" "$name: the kernel shows the tree the FUSE mount showed" || true
 done
+
+# Three workloads at once in one mount (each in its own directory, with its own reference):
+# the daemon's threads, the writeback pools and the single tree writer under concurrent load.
+name=parallel-3
+rw_log "=== $name: 3 x 6000 ops at once, ubtrfs mkfs, mount -o compress=zstd,writeback_cache"
+rw_mkfs "$IMG" 1G ubtrfs
+rm -rf "$REF"
+rw_fmount "$IMG" "$MNT" compress=zstd,writeback_cache
+pids=()
+for i in 1 2 3; do
+	mkdir -p "$MNT/p$i" "$REF/p$i"
+	python3 "$FSOPS" --seed $((SEED + 100 + i)) --ops 6000 --batch 300 "$MNT/p$i" "$REF/p$i" \
+		>"$RW_TMP/ops-p$i.out" 2>&1 &
+	pids+=($!)
+	RW_BGPIDS+=($!)
+done
+for i in 1 2 3; do
+	if wait "${pids[$((i - 1))]}"; then
+		rw_ok "$name: p$i: $(tail -n 1 "$RW_TMP/ops-p$i.out"), every outcome as on its reference"
+	else
+		tail -n 5 "$RW_TMP/ops-p$i.out" | cut -c1-400
+		rw_bad "$name: p$i workload (seed $((SEED + 100 + i)))"
+	fi
+	rw_manifest_dir "$MNT/p$i" "$RW_TMP/fusep.man"
+	rw_manifest_dir "$REF/p$i" "$RW_TMP/refp.man"
+	rw_loose "$RW_TMP/fusep.man" "$RW_TMP/fusep.loose"
+	rw_loose "$RW_TMP/refp.man" "$RW_TMP/refp.loose"
+	rw_same "$RW_TMP/refp.loose" "$RW_TMP/fusep.loose" "$name: p$i holds its reference tree" || true
+done
+rw_manifest_dir "$MNT" "$RW_TMP/fuse.man"
+rw_fumount "$MNT"
+if rw_check "$IMG" "$name after ubtrfs umount"; then
+	rw_kmount "$IMG" "$KMNT" ro
+	rw_manifest_dir "$KMNT" "$RW_TMP/kernel.man"
+	rw_kumount "$KMNT"
+	rw_same "$RW_TMP/fuse.man" "$RW_TMP/kernel.man" "$name: the kernel shows the tree the FUSE mount showed" || true
+fi
 rw_finish
