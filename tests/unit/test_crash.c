@@ -7,7 +7,8 @@
  * file made durable (fsync or sync returned before flush K was logged, and the file was not
  * touched again before it) exactly as it was then, also after a read-write mount replayed its
  * log. A second case fails writes with -EIO from a chosen write of a commit on: the filesystem
- * turns read-only and the last committed state is intact.
+ * turns read-only and the last committed state is intact. A third loses power around the removal
+ * of emptied block groups (chunk, device extents, free space tree items go in one commit).
  *
  * UBT_CRASH_SEED and UBT_CRASH_OPS override the seed and the number of operations,
  * UBT_CRASH_COMPRESS (e.g. zstd) mounts the recorded run with compress=;
@@ -654,11 +655,143 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Create /NAME with @len bytes of @seed's pattern (and close it); fsync when @durable. */
+static void write_file(ubt_fs *fs, const char *name, size_t len, unsigned seed, bool durable)
+{
+	static u8 buf[1 << 20];
+	struct stat st;
+	ubt_ino ino;
+	ubt_file *f;
+
+	assert_int_equal(ubt_mknod(fs, UBT_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &ino, &st), 0);
+	assert_int_equal(ubt_open(fs, ino, O_RDWR, &f), 0);
+	ubt_forget(fs, ino, 1);
+	for (size_t off = 0; off < len; off += sizeof(buf)) {
+		size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (u8)((off + i) * 31 + seed);
+		assert_int_equal(ubt_pwrite(f, buf, n, off), (ssize_t)n);
+	}
+	if (durable)
+		assert_int_equal(ubt_fsync(f, 0), 0);
+	assert_int_equal(ubt_close(f), 0);
+}
+
+static unsigned count_chunks(const char *img)
+{
+	char cmd[512];
+	unsigned n = 0;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "btrfs inspect-internal dump-tree -t chunk %s | grep -c CHUNK_ITEM", img);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (fscanf(p, "%u", &n) != 1)
+		n = 0;
+	pclose(p);
+	return n;
+}
+
+/*
+ * Power loss around the removal of empty block groups: data fills new chunks, is deleted and
+ * synced (the emptied groups go in that commit), then a small file is fsync'd. At every flush
+ * point, and with random and all in-flight writes, the image must pass `btrfs check` and mount;
+ * from the fsync on, the small file must be there with its bytes.
+ */
+static void test_chunk_removal_power_loss(void **state)
+{
+	static u8 buf[1 << 20];
+	struct ubt_mount_opts ro = { .flags = UBT_MOUNT_RDONLY };
+	unsigned chunks_full, chunks_after, bad = 0;
+	u32 nflush, small_durable;
+	struct ubt_crash_dev *cd;
+	ubt_fs *fs;
+
+	(void)state;
+	violations = 0;
+	make_image();
+	fs = mount_recorded(&cd);
+	cur_cd = cd;
+	write_file(fs, "a", 48 << 20, 1, false);
+	write_file(fs, "b", 48 << 20, 2, false);
+	assert_int_equal(ubt_sync(fs), 0);
+	assert_int_equal(ubt_unlink(fs, UBT_ROOT_INO, "a"), 0);
+	assert_int_equal(ubt_unlink(fs, UBT_ROOT_INO, "b"), 0);
+	assert_int_equal(ubt_sync(fs), 0);
+	write_file(fs, "small", 300000, 3, true);
+	small_durable = ubt_crash_nr_flushes(cd);
+	assert_int_equal(ubt_unmount(fs), 0);
+	nflush = ubt_crash_nr_flushes(cd);
+
+	/* The filled state had more chunks than the end state: groups were removed. */
+	assert_int_equal(ubt_crash_materialize(cd, nflush, UBT_CRASH_FLUSHED, 0, crashed, NULL), 0);
+	chunks_after = count_chunks(crashed);
+	chunks_full = 0;
+	for (u32 k = 0; k <= nflush; k++) {
+		for (int variant = 0; variant < 3; variant++) {
+			int how = variant == 0 ? UBT_CRASH_FLUSHED : variant == 1 ? UBT_CRASH_RANDOM : UBT_CRASH_ALL;
+			ubt_fs *rfs;
+			ubt_ino ino;
+			struct stat st;
+			int ret;
+
+			if (variant && k % 2)
+				continue;
+			assert_int_equal(ubt_crash_materialize(cd, k, how, 1000 + k, crashed, NULL), 0);
+			if (variant == 0) {
+				unsigned c = count_chunks(crashed);
+
+				if (c > chunks_full)
+					chunks_full = c;
+			}
+			if (!btrfs_check(crashed)) {
+				violation(k, "chunk removal", "btrfs check failed (variant %d)", variant);
+				ufs_run("head -30 %s/check.log", tmpdir);
+				bad++;
+				continue;
+			}
+			ret = ubt_mount(crashed, &ro, &rfs);
+			if (ret) {
+				violation(k, "chunk removal", "read-only mount: %s", ubt_strerror(ret));
+				bad++;
+				continue;
+			}
+			ret = ubt_lookup(rfs, UBT_ROOT_INO, "small", &ino, &st);
+			if (k >= small_durable && variant == 0) {
+				ubt_file *f = NULL;
+
+				if (ret || st.st_size != 300000 || ubt_open(rfs, ino, O_RDONLY, &f) ||
+				    ubt_pread(f, buf, sizeof(buf), 0) != 300000) {
+					violation(k, "chunk removal", "the fsync'd file is missing or short");
+					bad++;
+				} else {
+					for (size_t i = 0; i < 300000; i++)
+						if (buf[i] != (u8)(i * 31 + 3)) {
+							violation(k, "chunk removal", "the fsync'd file differs at %zu", i);
+							bad++;
+							break;
+						}
+				}
+				if (f)
+					ubt_close(f);
+			}
+			assert_int_equal(ubt_unmount(rfs), 0);
+		}
+	}
+	printf("chunk removal: %u flush points, %u chunks when full, %u at the end, %u violations\n", nflush + 1,
+	       chunks_full, chunks_after, bad);
+	ubt_crash_free(cd);
+	assert_true(chunks_after < chunks_full);
+	assert_int_equal(violations, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_power_loss),
 		cmocka_unit_test(test_write_error),
+		cmocka_unit_test(test_chunk_removal_power_loss),
 	};
 
 	if (system("command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null") != 0) {
