@@ -147,7 +147,8 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off);
  * as FUSE's writeback cache does): at @off always (no O_APPEND), and never -ENOSPC for want of
  * space to reserve — the pages are then dirtied without a reservation, as mapped pages are
  * (ubt_msync), and space is found at writeback; if there is none, the next ubt_fsync or
- * ubt_flush reports -ENOSPC. Other errors as ubt_pwrite.
+ * ubt_flush reports -ENOSPC. Unlike ubt_pwrite it leaves mtime and ctime alone: the caller
+ * accepted the write and owns its times (set them with ubt_setattr). Other errors as ubt_pwrite.
  */
 ssize_t ubt_pwrite_accepted(ubt_file *f, const void *buf, size_t size, uint64_t off);
 /* Make the file's data and metadata durable (@datasync: fdatasync semantics). */

@@ -88,10 +88,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * for space; pages without a reservation take the fixup worker's path, ENOSPC reaches fsync).
 	 */
 	if (((struct ubtf_ctx *)userdata)->writeback_cache) {
-		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
 			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
-		else
+			/*
+			 * The kernel owns mtime and ctime then: O_TRUNC is better a setattr that carries
+			 * the kernel's times than a truncation here stamped with ours.
+			 */
+			conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+		} else {
 			((struct ubtf_ctx *)userdata)->writeback_cache = false;
+		}
 	}
 	/*
 	 * -o acl: the kernel checks access ACLs too (with default_permissions) and keeps the mode in

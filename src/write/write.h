@@ -67,7 +67,8 @@ bool ubt_write_overlay(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 i
  * The caller already acknowledged this data (a kernel page cache writing back, FUSE's writeback
  * cache): it must not fail for want of space. When none can be reserved, the pages are dirtied
  * without a reservation, as the kernel's unmap path dirties mapped pages, and the fixup worker
- * reserves at writeback; ENOSPC then reaches fsync (invariants 1 and 2).
+ * reserves at writeback; ENOSPC then reaches fsync (invariants 1 and 2). The times are left
+ * alone: the writer set them when it accepted the data (FUSE's kernel sends them as a setattr).
  */
 #define UBT_WB_ACCEPTED 2u
 ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino,

@@ -278,9 +278,12 @@ ssize_t ubt_write_buffered(struct ubt_fs_info *fs_info, struct ubt_root *root, u
 		ubt_release_space(fs_info, 0, already + (data - marked));
 	pthread_mutex_lock(&st->lock);
 	st->i_size = ubt_max(st->i_size, off + len);
-	ubt_timespec_now(&st->mtime);
-	st->ctime = st->mtime;
-	st->times_dirty = true;
+	if (!(flags & UBT_WB_ACCEPTED)) {
+		/* Accepted data: the times are its writer's, who set them when it took the write. */
+		ubt_timespec_now(&st->mtime);
+		st->ctime = st->mtime;
+		st->times_dirty = true;
+	}
 	st->meta_items += items;
 	pthread_mutex_unlock(&st->lock);
 	ubt_unlock_extent(&st->io_tree, lo, end, NULL);
