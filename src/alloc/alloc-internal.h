@@ -140,6 +140,9 @@ int ubt_free_space_from_extents(struct ubt_fs_info *fs_info);
 /* On-disk free space tree edits for an extent inserted/deleted in the extent tree. */
 int ubt_fst_remove(struct ubt_trans_handle *h, struct ubt_block_group *bg, u64 start, u64 len);
 int ubt_fst_add(struct ubt_trans_handle *h, struct ubt_block_group *bg, u64 start, u64 len);
+/* Delete the item at @key of @root; -EUCLEAN (logged, naming @what) when it is missing. */
+int ubt_alloc_del_item(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key,
+		       const char *what);
 /* Delete every free space tree item of a block group being removed. */
 int ubt_fst_remove_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg);
 /* Insert FREE_SPACE_INFO and the extents of a new block group. */

@@ -565,24 +565,6 @@ int ubt_write_bg_items(struct ubt_trans_handle *h)
 
 /* ---- removing empty block groups ---- */
 
-static int del_item(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key, const char *what)
-{
-	struct ubt_path path;
-	int ret;
-
-	ubt_path_init(&path);
-	ret = ubt_search_slot_write(h, root, key, &path, -1);
-	if (ret > 0) {
-		ubt_err("removing block group: %s (%llu %u %llu) is missing", what, (unsigned long long)key->objectid,
-			key->type, (unsigned long long)key->offset);
-		ret = -EUCLEAN;
-	}
-	if (!ret)
-		ret = ubt_del_items(h, root, &path, path.slots[0], 1);
-	ubt_path_release(&path);
-	return ret;
-}
-
 /* Is a tree block of this transaction (dirty, to be written) inside @bg? */
 static bool bg_has_dirty_blocks(struct ubt_fs_info *fs_info, const struct ubt_block_group *bg)
 {
@@ -638,18 +620,18 @@ static int remove_bg(struct ubt_trans_handle *h, struct ubt_block_group *bg, con
 	struct ubt_block_group **dead;
 	int ret;
 
-	ret = del_item(h, ai->bg_root, &key, "block group item");
+	ret = ubt_alloc_del_item(h, ai->bg_root, &key, "removing a block group");
 	if (!ret)
 		ret = ubt_fst_remove_bg(h, bg);
 	for (int i = 0; !ret && i < nr_stripes; i++) {
 		key = (struct ubt_key){ stripes[i].devid, BTRFS_DEV_EXTENT_KEY, stripes[i].offset };
-		ret = del_item(h, &fs_info->dev_root, &key, "device extent");
+		ret = ubt_alloc_del_item(h, &fs_info->dev_root, &key, "removing a device extent");
 	}
 	if (!ret)
 		ret = update_dev_item(h, (u64)0 - bg->length * (u64)nr_stripes);
 	if (!ret) {
 		key = (struct ubt_key){ BTRFS_FIRST_CHUNK_TREE_OBJECTID, BTRFS_CHUNK_ITEM_KEY, bg->start };
-		ret = del_item(h, &fs_info->chunk_root, &key, "chunk item");
+		ret = ubt_alloc_del_item(h, &fs_info->chunk_root, &key, "removing a chunk");
 	}
 	if (ret)
 		return ret;

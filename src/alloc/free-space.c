@@ -312,7 +312,8 @@ int ubt_find_free(struct ubt_fs_info *fs_info, u64 type, u64 len, u64 hint, bool
 
 /* ---- on-disk free space tree edits ---- */
 
-static int del_exact(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key)
+int ubt_alloc_del_item(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key,
+		       const char *what)
 {
 	struct ubt_path path;
 	int ret;
@@ -320,7 +321,7 @@ static int del_exact(struct ubt_trans_handle *h, struct ubt_root *root, const st
 	ubt_path_init(&path);
 	ret = ubt_search_slot_write(h, root, key, &path, -1);
 	if (ret > 0) {
-		ubt_err("free space tree: item (%llu %u %llu) to delete is missing", (unsigned long long)key->objectid,
+		ubt_err("%s: item (%llu %u %llu) to delete is missing", what, (unsigned long long)key->objectid,
 			key->type, (unsigned long long)key->offset);
 		ret = -EUCLEAN;
 	}
@@ -328,6 +329,11 @@ static int del_exact(struct ubt_trans_handle *h, struct ubt_root *root, const st
 		ret = ubt_del_items(h, root, &path, path.slots[0], 1);
 	ubt_path_release(&path);
 	return ret;
+}
+
+static int del_exact(struct ubt_trans_handle *h, struct ubt_root *root, const struct ubt_key *key)
+{
+	return ubt_alloc_del_item(h, root, key, "free space tree");
 }
 
 static int ins_extent(struct ubt_trans_handle *h, u64 start, u64 len)

@@ -979,7 +979,8 @@ int ubt_api_write_check(ubt_file *f, size_t size, u64 off, struct btrfs_inode_it
 	return 0;
 }
 
-ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+/* ubt_pwrite and ubt_pwrite_accepted: @wb_flags for the page cache path (UBT_WB_*). */
+static ssize_t pwrite_(ubt_file *f, const void *buf, size_t size, uint64_t off, unsigned wb_flags)
 {
 	ubt_fs *fs = f->fs;
 	struct btrfs_inode_item ii;
@@ -996,24 +997,17 @@ ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
 	 */
 	if (!fs->fs_info->write_info || (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC)))
 		return pwrite_through(f, buf, size, off);
-	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off,
-				  (f->flags & O_APPEND) ? UBT_WB_APPEND : 0);
+	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, wb_flags);
+}
+
+ssize_t ubt_pwrite(ubt_file *f, const void *buf, size_t size, uint64_t off)
+{
+	return pwrite_(f, buf, size, off, (f->flags & O_APPEND) ? UBT_WB_APPEND : 0);
 }
 
 ssize_t ubt_pwrite_accepted(ubt_file *f, const void *buf, size_t size, uint64_t off)
 {
-	ubt_fs *fs = f->fs;
-	struct btrfs_inode_item ii;
-	int ret;
-
-	if (size == 0)
-		return 0;
-	ret = ubt_api_write_check(f, size, off, &ii);
-	if (ret)
-		return ret;
-	if (!fs->fs_info->write_info || (get_le64(&ii.flags) & (BTRFS_INODE_NODATACOW | BTRFS_INODE_PREALLOC)))
-		return pwrite_through(f, buf, size, off);
-	return ubt_write_buffered(fs->fs_info, f->root, f->objectid, &ii, buf, size, off, UBT_WB_ACCEPTED);
+	return pwrite_(f, buf, size, off, UBT_WB_ACCEPTED);
 }
 
 int ubt_fsync(ubt_file *f, int datasync)
