@@ -188,6 +188,27 @@ int ubt_search_le(struct ubt_root *root, const struct ubt_key *key, struct ubt_p
 	return ret;
 }
 
+int ubt_root_load_highest_objectid(struct ubt_root *root)
+{
+	struct ubt_key key = { .objectid = BTRFS_LAST_FREE_OBJECTID, .type = 0xff, .offset = (u64)-1 };
+	struct ubt_path path;
+	u64 highest = BTRFS_FIRST_FREE_OBJECTID - 1;
+	int ret;
+
+	ubt_path_init(&path);
+	ret = ubt_search_le(root, &key, &path);
+	if (ret == 0) {
+		ubt_item_key(ubt_path_leaf(&path), ubt_path_slot(&path), &key);
+		if (key.objectid > highest)
+			highest = key.objectid;
+	}
+	ubt_path_release(&path);
+	if (ret < 0)
+		return ret;
+	root->highest_objectid = highest;
+	return 0;
+}
+
 int ubt_search_ge(struct ubt_root *root, const struct ubt_key *key, struct ubt_path *path)
 {
 	int ret = ubt_search_slot(root, key, path);

@@ -102,7 +102,8 @@ struct ubt_root {
 	bool has_root_item;
 	bool dirty;         /* root node moved in the running transaction: root item needs updating */
 	bool track_dirty;   /* root item lives in the root tree (not the root/chunk trees themselves) */
-	u64 highest_objectid; /* last inode number handed out (0: not loaded yet); under tree_lock */
+	u64 highest_objectid; /* highest inode number in use or handed out this mount (0: not yet
+			       * known); set when the root is loaded, under tree_lock after that */
 	struct btrfs_root_item root_item; /* valid when has_root_item (zero-padded for v1 items) */
 	struct ubt_root *next; /* fs_info's list of loaded subvolume roots */
 };
@@ -133,6 +134,12 @@ int ubt_prev_item(struct ubt_root *root, struct ubt_path *path);
  * is > @key, path released), <0 on error.
  */
 int ubt_search_le(struct ubt_root *root, const struct ubt_key *key, struct ubt_path *path);
+/*
+ * Set @root->highest_objectid from the tree (the largest inode number below
+ * BTRFS_LAST_FREE_OBJECTID, at least 255): new inodes count up from there for the whole mount, as
+ * btrfs does, so no number is handed out twice while mounted. 0 or <0 on a read error.
+ */
+int ubt_root_load_highest_objectid(struct ubt_root *root);
 /*
  * Position the path at the first item whose key is >= @key. Returns 0, 1 (no such item, path
  * released), <0 on error.

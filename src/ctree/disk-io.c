@@ -571,6 +571,11 @@ int ubt_read_fs_root(struct ubt_fs_info *fs_info, u64 objectid, struct ubt_root 
 		free(nr); /* deleted, being cleaned up */
 		return -ENOENT;
 	}
+	ret = ubt_root_load_highest_objectid(nr);
+	if (ret) {
+		free(nr);
+		return ret;
+	}
 	pthread_mutex_lock(&fs_info->roots_lock);
 	for (r = fs_info->fs_roots; r; r = r->next) {
 		if (r->objectid == objectid)

@@ -46,6 +46,8 @@ static inline int ubt_bdev_flush(struct ubt_bdev *b)
 	return b->ops->flush(b);
 }
 void ubt_bdev_close(struct ubt_bdev *b);
+/* pwrite(2) all of @len bytes at @off, retrying short writes and EINTR: 0 or -errno. */
+int ubt_pwrite_all(int fd, const void *buf, size_t len, u64 off);
 
 /*
  * The crash-recording device (bdev_crash.c), after dm-log-writes: reads and writes go to an

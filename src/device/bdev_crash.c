@@ -61,24 +61,6 @@ static int pread_full(int fd, void *buf, size_t len, u64 off)
 	return 0;
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, u64 off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 static int log_append(struct ubt_crash_dev *cd, u64 off, const void *data, u32 len)
 {
 	struct crash_entry *e;
@@ -332,7 +314,7 @@ static int copy_base(struct ubt_crash_dev *cd, int fd)
 
 			ret = pread_full(cd->fd, buf, n, (u64)pos);
 			if (!ret)
-				ret = pwrite_full(fd, buf, n, (u64)pos);
+				ret = ubt_pwrite_all(fd, buf, n, (u64)pos);
 			if (ret)
 				goto out;
 			pos += (off_t)n;
@@ -383,7 +365,7 @@ int ubt_crash_materialize(struct ubt_crash_dev *cd, u32 k, enum ubt_crash_mode m
 			if (!(rng & 1))
 				continue;
 		}
-		ret = pwrite_full(fd, e->data, e->len, e->off);
+		ret = ubt_pwrite_all(fd, e->data, e->len, e->off);
 		if (ret)
 			goto cleanup;
 		count++;

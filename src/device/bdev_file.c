@@ -34,13 +34,12 @@ static int file_read(struct ubt_bdev *b, void *buf, size_t len, u64 off)
 	return 0;
 }
 
-static int file_write(struct ubt_bdev *b, const void *buf, size_t len, u64 off)
+int ubt_pwrite_all(int fd, const void *buf, size_t len, u64 off)
 {
-	struct file_bdev *f = b->priv;
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = pwrite(f->fd, (const char *)buf + done, len - done, (off_t)(off + done));
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -51,6 +50,13 @@ static int file_write(struct ubt_bdev *b, const void *buf, size_t len, u64 off)
 		done += (size_t)n;
 	}
 	return 0;
+}
+
+static int file_write(struct ubt_bdev *b, const void *buf, size_t len, u64 off)
+{
+	struct file_bdev *f = b->priv;
+
+	return ubt_pwrite_all(f->fd, buf, len, off);
 }
 
 static int file_flush(struct ubt_bdev *b)

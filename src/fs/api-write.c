@@ -252,8 +252,6 @@ static int create_(ubt_fs *fs, ubt_ino parent, const char *name, u32 mode, u64 r
 	ret = ubt_inode_next_objectid(root, &objectid);
 	if (ret)
 		goto out;
-	/* The number may have been a deleted inode's (kept clean pages for reads): not this one's. */
-	ubt_write_forget_inode(fs->fs_info, root, objectid);
 	ret = ubt_dir_next_index(root, dir, &index);
 	if (ret)
 		goto out;

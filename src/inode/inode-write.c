@@ -159,41 +159,21 @@ u8 ubt_mode_to_ftype(u32 mode)
 
 int ubt_inode_next_objectid(struct ubt_root *root, u64 *objectid)
 {
-	struct ubt_key key = { .objectid = BTRFS_LAST_FREE_OBJECTID, .type = 0xff, .offset = (u64)-1 };
-	struct ubt_path path;
-	u64 highest = BTRFS_FIRST_FREE_OBJECTID - 1;
-	int ret;
-
 	/*
-	 * As btrfs: the highest objectid in the tree when the root is first used, then a counter —
-	 * a number freed by a deletion is not handed out again while mounted (FUSE and NFS-style
-	 * caches keep inode numbers of deleted files for a while).
+	 * As btrfs: count up from the highest number the tree held when the root was loaded. A
+	 * number freed by a deletion is not handed out again while mounted — the caches (the page
+	 * cache's, FUSE's) may still know it as the deleted inode.
 	 */
-	if (root->highest_objectid) {
-		if (root->highest_objectid >= BTRFS_LAST_FREE_OBJECTID - 1)
-			return -ENOSPC;
-		*objectid = ++root->highest_objectid;
-		return 0;
+	if (!root->highest_objectid) {
+		int ret = ubt_root_load_highest_objectid(root);
+
+		if (ret)
+			return ret;
 	}
-	ubt_path_init(&path);
-	ret = ubt_search_le(root, &key, &path);
-	if (ret < 0)
-		goto out;
-	if (ret == 0) {
-		ubt_item_key(ubt_path_leaf(&path), ubt_path_slot(&path), &key);
-		if (key.objectid > highest)
-			highest = key.objectid;
-	}
-	if (highest >= BTRFS_LAST_FREE_OBJECTID - 1) {
-		ret = -ENOSPC;
-		goto out;
-	}
-	*objectid = highest + 1;
-	root->highest_objectid = highest + 1;
-	ret = 0;
-out:
-	ubt_path_release(&path);
-	return ret;
+	if (root->highest_objectid >= BTRFS_LAST_FREE_OBJECTID - 1)
+		return -ENOSPC;
+	*objectid = ++root->highest_objectid;
+	return 0;
 }
 
 void ubt_inode_init(struct ubt_trans_handle *h, struct btrfs_inode_item *ii, u32 mode, u64 rdev, u32 uid, u32 gid)

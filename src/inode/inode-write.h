@@ -34,7 +34,7 @@ u32 ubt_max_xattr_size(const struct ubt_fs_info *fs_info);
 void ubt_timespec_now(struct btrfs_timespec *t);
 /* BTRFS_FT_* for a mode. */
 u8 ubt_mode_to_ftype(u32 mode);
-/* Next free inode objectid of @root (highest objectid in the tree + 1, at least 256). */
+/* Next inode objectid of @root: one past the highest in use or handed out this mount (>= 256). */
 int ubt_inode_next_objectid(struct ubt_root *root, u64 *objectid);
 /* Fill a fresh inode item (nlink 1, times now, generation/transid = transid). */
 void ubt_inode_init(struct ubt_trans_handle *h, struct btrfs_inode_item *ii, u32 mode, u64 rdev, u32 uid, u32 gid);

@@ -156,8 +156,6 @@ static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 
 	if (st->refs)
 		return false;
-	if (st->unlinked)
-		return true; /* already out of the table; nothing of it is in flight without a reference */
 	pthread_mutex_lock(&st->lock);
 	idle = state_idle_locked(st);
 	pthread_mutex_unlock(&st->lock);
@@ -171,30 +169,6 @@ static bool reap_locked(struct ubt_write_info *wi, struct ubt_inode_state *st)
 	if (*pp)
 		*pp = st->next;
 	return true;
-}
-
-void ubt_write_forget_inode(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino)
-{
-	struct ubt_write_info *wi = ubt_wi(fs_info);
-	struct ubt_inode_state **pp, *st;
-	bool free_now = false;
-
-	if (!wi)
-		return;
-	pthread_mutex_lock(&wi->lock);
-	for (pp = &wi->inodes; *pp; pp = &(*pp)->next)
-		if ((*pp)->root == root && (*pp)->ino == ino)
-			break;
-	st = *pp;
-	if (st) {
-		*pp = st->next;
-		wi->nr_states--;
-		st->unlinked = true;
-		free_now = st->refs == 0;
-	}
-	pthread_mutex_unlock(&wi->lock);
-	if (free_now)
-		state_free(st);
 }
 
 void ubt_inode_state_put(struct ubt_inode_state *st)
@@ -244,28 +218,18 @@ int ubt_inode_state_take_error(struct ubt_inode_state *st)
 	return err ? err : merr;
 }
 
-/*
- * Write back [start, end] of @st and wait until it is clean (see ubt_settle_range). A page that
- * is dirtied again and again does not hold a flush forever; write errors are reported by the
- * caller through the file's error state.
- */
-static int flush_state(struct ubt_inode_state *st, u64 start, u64 end)
-{
-	ubt_settle_range(st, start, end, false);
-	return 0;
-}
-
 int ubt_write_flush_range(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino, u64 start, u64 end)
 {
 	struct ubt_inode_state *st = ubt_inode_state_find(fs_info, root, ino);
-	int ret, err;
+	int err;
 
 	if (!st)
 		return 0;
-	ret = flush_state(st, start, end);
+	/* Written and waited for until clean; a write error is the state's, reported once here. */
+	ubt_settle_range(st, start, end, false);
 	err = ubt_inode_state_take_error(st);
 	ubt_inode_state_put(st);
-	return err ? err : ret;
+	return err;
 }
 
 int ubt_write_flush_all(struct ubt_fs_info *fs_info)
@@ -299,9 +263,7 @@ int ubt_write_flush_all(struct ubt_fs_info *fs_info)
 			ret = r;
 	}
 	for (size_t i = 0; i < n; i++) {
-		int r = flush_state(v[i], 0, (u64)-1);
-		if (r && !ret)
-			ret = r;
+		ubt_settle_range(v[i], 0, (u64)-1, false);
 		ubt_inode_state_put(v[i]);
 	}
 	free(v);

@@ -45,7 +45,6 @@ struct ubt_inode_state {
 	struct ubt_root *root;
 	u64 ino;
 	int refs; /* under wi->lock */
-	bool unlinked; /* out of the table (its inode is gone): freed when the last reference goes */
 	struct ubt_inode_state *next;
 
 	struct ubt_mapping *mapping;

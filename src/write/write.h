@@ -40,12 +40,6 @@ void ubt_write_exit(struct ubt_fs_info *fs_info);
 struct ubt_inode_state *ubt_inode_state_get(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino);
 struct ubt_inode_state *ubt_inode_state_find(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino);
 void ubt_inode_state_put(struct ubt_inode_state *st);
-/*
- * Inode number @ino of @root now names a new inode: whatever the cache still holds of the one
- * that had it before (clean pages kept for reading, its size) goes. Called where a new inode gets
- * its number; takes no lock but the table's, so it may be called inside a transaction.
- */
-void ubt_write_forget_inode(struct ubt_fs_info *fs_info, struct ubt_root *root, u64 ino);
 
 /*
  * What the cache knows about an inode that the inode item may not say yet: its size, the bytes

@@ -5,28 +5,19 @@
 # ACLs are inherited by new files, directories and nodes exactly as on the kernel's btrfs (the
 # same sequence run on both; modes and ACLs compared, also of the image the kernel mounts after).
 set -euo pipefail
-if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-UBTRFS_BIN=${UBTRFS_BIN:?}
-T=$(mktemp -d /tmp/ubt-acl.XXXXXX)
-chmod 755 "$T"
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs setfacl getfacl setpriv
+ubt_tool_paths
+ubt_need_ubtrfs
+ubt_tmpdir acl
+chmod 755 "$T" # other users walk through it to the mount
 MNT=$T/mnt KMNT=$T/kmnt IMG=$T/img
 mkdir -p "$MNT" "$KMNT"
-cleanup() {
-	mountpoint -q "$MNT" && { "$UBTRFS_BIN" umount "$MNT" || umount -l "$MNT"; }
-	mountpoint -q "$KMNT" && umount "$KMNT"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 as_user() { setpriv --reuid="$1" --regid="$1" --clear-groups "${@:2}"; }
 
 "$UBTRFS_BIN" mkfs -q -f -b 256M "$IMG" >/dev/null
-"$UBTRFS_BIN" mount -o acl,allow_other "$IMG" "$MNT"
+ubt_fuse_mount "$IMG" "$MNT" acl,allow_other
 echo secret >"$MNT/f"
 chmod 644 "$MNT/f"
 setfacl -m u:1234:--- "$MNT/f"
@@ -36,11 +27,11 @@ mkdir "$MNT/d"
 chmod 700 "$MNT/d"
 setfacl -m u:1235:rx "$MNT/d"
 as_user 1235 ls "$MNT/d" >/dev/null 2>&1 && ok "acl: a named-user entry grants access the mode does not" || bad "acl: user 1235 denied despite its ACL entry"
-"$UBTRFS_BIN" umount "$MNT"
+ubt_fuse_umount "$MNT"
 
-"$UBTRFS_BIN" mount -o allow_other "$IMG" "$MNT"
+ubt_fuse_mount "$IMG" "$MNT" allow_other
 as_user 1234 cat "$MNT/f" >/dev/null 2>&1 && ok "noacl: only the mode bits count" || bad "noacl: ACL enforced without -o acl"
-"$UBTRFS_BIN" umount "$MNT"
+ubt_fuse_umount "$MNT"
 
 # Inheritance: the same sequence in a ubtrfs -o acl mount and on the kernel's btrfs.
 inherit_ops() { # DIR
@@ -76,7 +67,7 @@ mkdir "$KMNT/inh"
 inherit_ops "$KMNT/inh"
 inherit_view "$KMNT/inh" "$T/inherit.kernel"
 umount "$KMNT"
-"$UBTRFS_BIN" mount -o acl,allow_other "$IMG" "$MNT"
+ubt_fuse_mount "$IMG" "$MNT" acl,allow_other
 mkdir "$MNT/inh"
 inherit_ops "$MNT/inh"
 inherit_view "$MNT/inh" "$T/inherit.ubtrfs"
@@ -87,9 +78,9 @@ else
 	bad "inherit: modes or ACLs differ from the kernel's btrfs (diff above)"
 fi
 as_user 1234 sh -c "echo y >>'$MNT/inh/d/f'" 2>/dev/null && ok "inherit: user 1234 may write through its inherited entry" || bad "inherit: user 1234 denied"
-"$UBTRFS_BIN" umount "$MNT"
+ubt_fuse_umount "$MNT"
 
-if btrfs check --readonly "$IMG" >"$T/check.log" 2>&1; then ok "btrfs check"; else bad "btrfs check"; cat "$T/check.log"; fi
+ubt_check_image "$IMG" "after the ACL rounds"
 mount -o loop,ro "$IMG" "$KMNT"
 inherit_view "$KMNT/inh" "$T/inherit.ondisk"
 umount "$KMNT"
@@ -98,8 +89,4 @@ mount -o loop,ro "$IMG" "$KMNT"
 getfacl -c "$KMNT/f" 2>/dev/null | grep -q "^user:1234:---" && ok "the kernel reads the same ACL" || bad "the kernel does not see the ACL"
 as_user 1234 cat "$KMNT/f" >/dev/null 2>&1 && bad "kernel: user 1234 could read" || ok "kernel: enforces the same ACL"
 umount "$KMNT"
-if ((fails)); then
-	echo "FAILED: $fails check(s)"
-	exit 1
-fi
-echo "acl: all checks passed"
+ubt_finish

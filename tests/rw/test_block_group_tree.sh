@@ -4,29 +4,15 @@
 # of a mkfs.btrfs one takes data that needs new chunks, deletes, and the kernel then reads and
 # writes them; btrfs check passes after every step.
 set -euo pipefail
-if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]]; then
-	echo "SKIP: needs root and /dev/fuse"
-	exit 0
-fi
-UBTRFS_BIN=${UBTRFS_BIN:?}
-T=$(mktemp -d /tmp/ubt-bgt.XXXXXX)
+source "$(dirname "$0")/../lib/common.sh"
+ubt_skip_unless_root_fuse
+ubt_need mkfs.btrfs btrfs
+ubt_tool_paths
+ubt_need_ubtrfs
+ubt_tmpdir bgt
 MNT=$T/mnt
 KMNT=$T/kmnt
 mkdir -p "$MNT" "$KMNT"
-cleanup() {
-	mountpoint -q "$MNT" && { "$UBTRFS_BIN" umount "$MNT" || umount -l "$MNT"; }
-	mountpoint -q "$KMNT" && umount "$KMNT"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-check() {
-	if btrfs check --readonly "$1" >"$T/check.log" 2>&1 && ! grep -qE "ERROR|checksum verify failed" "$T/check.log"; then
-		echo "ok: btrfs check ($2)"
-	else
-		echo "FAIL: btrfs check ($2)"; cat "$T/check.log"; fails=$((fails + 1))
-	fi
-}
 for maker in ubtrfs progs; do
 	img=$T/$maker.img
 	if [[ $maker == ubtrfs ]]; then
@@ -39,24 +25,20 @@ for maker in ubtrfs progs; do
 		fi
 	fi
 	btrfs inspect-internal dump-super "$img" | grep -q "compat_ro_flags.*0x[0-9a-f]*[89a-f]$" ||
-		{ echo "FAIL: $maker image has no block-group-tree bit"; fails=$((fails + 1)); }
-	"$UBTRFS_BIN" mount "$img" "$MNT"
+		bad "$maker image has no block-group-tree bit"
+	ubt_fuse_mount "$img" "$MNT" || continue
 	head -c 150M /dev/urandom >"$MNT/big"     # needs new data chunks: new block group items
 	cp -a "$UBT_SRC_DIR/src" "$MNT/src"
 	sum=$(md5sum <"$MNT/big")
 	rm -rf "$MNT/src/codec"
-	"$UBTRFS_BIN" umount "$MNT"
-	check "$img" "$maker image after ubtrfs writes"
+	ubt_fuse_umount "$MNT"
+	ubt_check_image "$img" "$maker image after ubtrfs writes"
 	mount -o loop "$img" "$KMNT"
-	[[ $(md5sum <"$KMNT/big") == "$sum" ]] && echo "ok: the kernel reads ubtrfs's data ($maker)" ||
-		{ echo "FAIL: kernel read differs ($maker)"; fails=$((fails + 1)); }
-	[[ ! -e $KMNT/src/codec && -e $KMNT/src/ctree ]] || { echo "FAIL: tree differs ($maker)"; fails=$((fails + 1)); }
+	[[ $(md5sum <"$KMNT/big") == "$sum" ]] && ok "the kernel reads ubtrfs's data ($maker)" ||
+		bad "kernel read differs ($maker)"
+	[[ ! -e $KMNT/src/codec && -e $KMNT/src/ctree ]] || bad "tree differs ($maker)"
 	head -c 20M /dev/urandom >"$KMNT/kernel-file"
 	umount "$KMNT"
-	check "$img" "$maker image after kernel writes on top"
+	ubt_check_image "$img" "$maker image after kernel writes on top"
 done
-if ((fails)); then
-	echo "FAILED: $fails check(s)"
-	exit 1
-fi
-echo "block-group-tree: all checks passed"
+ubt_finish

@@ -20,7 +20,7 @@
  *   flush / fsync / sync  ubt_flush / ubt_fsync / ubt_sync
  *   remount             close everything, ubt_unmount, ubt_mount, sizes and one file compared
  *   recreate            close, ubt_unlink and ubt_mknod the file again: it must be new and empty
- *                       (after a remount it may get the number of the one just deleted)
+ *                       (whatever the cache held of the deleted one must not show)
  *   check               one whole file compared
  * An op whose library function is missing from this build (weak reference) or returns -ENOSYS or
  * -EOPNOTSUPP on its first call is disabled with one line; the end prints how often each op ran.
